@@ -1,0 +1,3 @@
+"""flow block (see DESIGN.md)."""
+
+__all__: list[str] = []

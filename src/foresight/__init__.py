@@ -1,0 +1,3 @@
+"""foresight block (see DESIGN.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""mot block (see DESIGN.md)."""
+
+__all__: list[str] = []
