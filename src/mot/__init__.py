@@ -1,3 +1,29 @@
-"""mot block (see DESIGN.md)."""
+"""Mixture-of-Transformers trunk: expert specs, the MoT layer and stack, and its KV cache."""
 
-__all__: list[str] = []
+from mot.cache import KVCache, KVCacheError
+from mot.config import MLP_KINDS, ExpertSpec, MLPKind, MoTConfig, MoTConfigError, paper_config
+from mot.layer import ExpertBlock, MoTLayer
+from mot.mlp import MLP
+from mot.norm import RMSNorm
+from mot.rope import apply_rope, rope_angles
+from mot.stack import MoTStack
+from mot.steps import step_inputs
+
+__all__ = [
+    "MLP",
+    "MLP_KINDS",
+    "ExpertBlock",
+    "ExpertSpec",
+    "KVCache",
+    "KVCacheError",
+    "MLPKind",
+    "MoTConfig",
+    "MoTConfigError",
+    "MoTLayer",
+    "MoTStack",
+    "RMSNorm",
+    "apply_rope",
+    "paper_config",
+    "rope_angles",
+    "step_inputs",
+]

@@ -1,0 +1,167 @@
+"""One Mixture-of-Transformers layer: per-expert weights, ONE joint attention (DESIGN.md s1).
+
+For each expert with tokens in this call (its tokens are one contiguous run, experts in config
+order): pre-norm, its own Q/K/V projections. The Q/K/V of all experts are concatenated along the
+sequence, rotated with one shared RoPE, and go through one `attention.attend` call under the
+caller's mask (the UGA mask for F1). The output is split back per expert: own output projection
+and residual, own post-attention norm + MLP and residual.
+
+    h_i = x_i + O_i(Attn([Q_j N_j x_j]_j, [K_j N_j x_j]_j, [V_j N_j x_j]_j; mask)_i)
+    y_i = h_i + MLP_i(M_i h_i)
+
+Experts that have no tokens in a call (e.g. inference steps that only run the action expert)
+pass through unchanged and touch none of their parameters.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from attention import Backend, attend
+from mot.cache import KVCache
+from mot.config import ExpertSpec, MoTConfig
+from mot.mlp import MLP
+from mot.norm import RMSNorm
+from mot.rope import apply_rope
+
+ExpertInputs = Sequence[Float[Tensor, "b _n _d"] | None]
+ExpertOutputs = list[Float[Tensor, "b _n _d"] | None]
+
+
+class ExpertBlock(nn.Module):
+    """One expert's weights in one layer (names follow Gemma's decoder layer)."""
+
+    def __init__(self, spec: ExpertSpec, config: MoTConfig) -> None:
+        super().__init__()
+        width, e = spec.width, config.head_dim
+        self.attn_norm = RMSNorm(width, config.norm_eps)
+        self.q = nn.Linear(width, config.heads * e, bias=False)
+        self.k = nn.Linear(width, config.kv_heads * e, bias=False)
+        self.v = nn.Linear(width, config.kv_heads * e, bias=False)
+        self.o = nn.Linear(config.heads * e, width, bias=False)
+        self.mlp_norm = RMSNorm(width, config.norm_eps)
+        self.mlp = MLP(width, spec.mlp_width, spec.mlp)
+
+
+def check_expert_inputs(config: MoTConfig, xs: Sequence[Tensor | None]) -> tuple[int, list[int]]:
+    """Batch size and token count per expert; raises ValueError naming the bad input."""
+    if len(xs) != len(config.experts):
+        raise ValueError(
+            f"inputs: expected one entry per expert {config.expert_names} (None or [b, n, d]), "
+            f"got {len(xs)}"
+        )
+    batch, lengths = None, []
+    for spec, x in zip(config.experts, xs, strict=True):
+        if x is None:
+            lengths.append(0)
+            continue
+        if x.ndim != 3 or x.shape[-1] != spec.width:
+            raise ValueError(
+                f"inputs[{spec.name!r}]: expected [b, n, {spec.width}], got {list(x.shape)}"
+            )
+        if batch is not None and x.shape[0] != batch:
+            raise ValueError(
+                f"inputs[{spec.name!r}]: batch {x.shape[0]} differs from the other experts' {batch}"
+            )
+        batch = x.shape[0]
+        lengths.append(x.shape[1])
+    if batch is None or sum(lengths) == 0:
+        raise ValueError(f"inputs: every expert of {config.expert_names} is empty, nothing to run")
+    return batch, lengths
+
+
+def check_mask(mask: Tensor | None, batch: int, nq: int, nk: int) -> Tensor | None:
+    """Validate a boolean [nq, nk] / [1 or b, nq, nk] mask; return it with a batch axis."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask: expected a bool tensor (True = may attend), got {mask.dtype}")
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3 or mask.shape[1:] != (nq, nk) or mask.shape[0] not in (1, batch):
+        raise ValueError(
+            f"mask: expected [{nq}, {nk}] or [1 or {batch}, {nq}, {nk}] (queries = this call's "
+            f"tokens, keys = cached + this call's tokens), got {list(mask.shape)}"
+        )
+    return mask
+
+
+class MoTLayer(nn.Module):
+    """A transformer layer whose weights are chosen per token by expert, with joint attention.
+
+    Example:
+        >>> from mot.config import ExpertSpec, MoTConfig
+        >>> from mot.rope import rope_angles
+        >>> cfg = MoTConfig((ExpertSpec("u", 32, 64), ExpertSpec("a", 16, 32)), 1, 2, 1, 8)
+        >>> layer = MoTLayer(cfg)
+        >>> cos, sin = rope_angles(torch.arange(5), 8)
+        >>> u, a = layer([torch.randn(1, 3, 32), torch.randn(1, 2, 16)], cos, sin, None)
+        >>> a.shape
+        torch.Size([1, 2, 16])
+    """
+
+    def __init__(self, config: MoTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.experts = nn.ModuleDict({s.name: ExpertBlock(s, config) for s in config.experts})
+
+    def forward(
+        self,
+        xs: ExpertInputs,
+        cos: Float[Tensor, "#b nq e"] | Float[Tensor, "nq e"],
+        sin: Float[Tensor, "#b nq e"] | Float[Tensor, "nq e"],
+        mask: Bool[Tensor, "#b nq nk"] | Bool[Tensor, "nq nk"] | None,
+        *,
+        cache: KVCache | None = None,
+        index: int = 0,
+        backend: Backend | None = None,
+        block_mask: object | None = None,
+    ) -> ExpertOutputs:
+        """Per-expert inputs [b, n_i, d_i] (None or n_i = 0: absent) -> per-expert outputs.
+
+        cos, sin: RoPE angles of this call's tokens (``rope_angles(positions)``), nq = sum n_i.
+        mask: True = may attend; keys are the cache's tokens followed by this call's tokens.
+        cache, index: this layer's slot in a `KVCache` (the caller advances the cache).
+        """
+        cfg = self.config
+        batch, lengths = check_expert_inputs(cfg, xs)
+        nq = sum(lengths)
+        past = 0 if cache is None else cache.length
+        mask = check_mask(mask, batch, nq, past + nq)
+        if cos.shape[-2] != nq or cos.shape[-1] != cfg.head_dim:
+            raise ValueError(
+                f"cos/sin: expected [.., {nq}, {cfg.head_dim}] for {nq} tokens, "
+                f"got {list(cos.shape)}"
+            )
+
+        present = [
+            (self.experts[spec.name], x)
+            for spec, x, n in zip(cfg.experts, xs, lengths, strict=True)
+            if n > 0
+        ]
+        normed = [block.attn_norm(x) for block, x in present]
+        q = torch.cat([block.q(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
+        k = torch.cat([block.k(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
+        v = torch.cat([block.v(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
+        q = apply_rope(rearrange(q, "b n (h e) -> b h n e", h=cfg.heads), cos, sin)
+        k = apply_rope(rearrange(k, "b n (g e) -> b g n e", g=cfg.kv_heads), cos, sin)
+        v = rearrange(v, "b n (g e) -> b g n e", g=cfg.kv_heads)
+        if cache is not None:
+            k, v = cache.extend(index, k, v)
+
+        out = attend(q, k, v, mask, backend=backend or cfg.backend, block_mask=block_mask)
+        out = rearrange(out, "b h n e -> b n (h e)")
+        pieces = iter(out.split([n for n in lengths if n > 0], dim=1))
+
+        outputs: ExpertOutputs = []
+        for spec, x, n in zip(cfg.experts, xs, lengths, strict=True):
+            if n == 0:
+                outputs.append(x)
+                continue
+            block = self.experts[spec.name]
+            h = x + block.o(next(pieces))
+            outputs.append(h + block.mlp(block.mlp_norm(h)))
+        return outputs

@@ -1,0 +1,136 @@
+"""The MoT trunk: ``depth`` MoT layers, one shared RoPE, a final RMSNorm per expert.
+
+Also the training-stage controls: per-expert parameter groups and freezing (DESIGN.md s5: stage I
+trains the generation expert with the understanding expert frozen).
+
+Example:
+    >>> from attention import uga_layout
+    >>> from mot.config import ExpertSpec, MoTConfig
+    >>> from mot.steps import step_inputs
+    >>> cfg = MoTConfig((ExpertSpec("understanding", 32, 64), ExpertSpec("generation", 16, 32),
+    ...                  ExpertSpec("action", 16, 32)), depth=2, heads=2, kv_heads=1, head_dim=8)
+    >>> stack = MoTStack(cfg)
+    >>> layout = uga_layout(prefix=4, scales=(1, 2), state=1, actions=3)
+    >>> mask, positions = step_inputs(layout)
+    >>> xs = [torch.randn(1, n, s.width) for n, s in zip(layout.expert_lengths().values(),
+    ...                                                   cfg.experts)]
+    >>> [y.shape[1] for y in stack(xs, positions, mask)]
+    [4, 5, 4]
+"""
+
+from collections.abc import Iterator
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor, nn
+
+from attention import Backend
+from mot.cache import KVCache
+from mot.config import MoTConfig
+from mot.layer import ExpertInputs, ExpertOutputs, MoTLayer, check_expert_inputs
+from mot.norm import RMSNorm
+from mot.rope import rope_angles
+
+
+class MoTStack(nn.Module):
+    """``depth`` `MoTLayer`s sharing one RoPE; a final RMSNorm per expert."""
+
+    def __init__(self, config: MoTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(MoTLayer(config) for _ in range(config.depth))
+        self.final_norms = nn.ModuleDict(
+            {s.name: RMSNorm(s.width, config.norm_eps) for s in config.experts}
+        )
+
+    def forward(
+        self,
+        xs: ExpertInputs,
+        positions: Int[Tensor, "b nq"] | Int[Tensor, " nq"],
+        mask: Bool[Tensor, "#b nq nk"] | Bool[Tensor, "nq nk"] | None,
+        *,
+        cache: KVCache | None = None,
+        update_cache: bool = True,
+        backend: Backend | None = None,
+        block_mask: object | None = None,
+    ) -> ExpertOutputs:
+        """Per-expert token tensors [b, n_i, d_i] in expert order -> per-expert outputs.
+
+        positions: RoPE positions of this call's tokens (``Layout.positions``; `step_inputs`).
+        mask: True = may attend, rows = this call's tokens, columns = cached + this call's tokens.
+        cache: a `KVCache` from `new_cache`; this call's K/V are written after its fill pointer.
+        update_cache: keep them (append: prefix, foresight scales) or not (read-only: the action
+            expert's flow steps, which all attend to the same cached prefix + themselves).
+        """
+        batch, lengths = check_expert_inputs(self.config, xs)
+        nq = sum(lengths)
+        if positions.shape[-1] != nq:
+            raise ValueError(
+                f"positions: expected {nq} entries (one per token), got {positions.shape[-1]}"
+            )
+        if cache is not None:
+            if cache.depth != self.config.depth:
+                raise ValueError(f"cache: has {cache.depth} layers, the stack {self.config.depth}")
+            cache.check_step(nq, batch)
+        cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_base)
+        for i, layer in enumerate(self.layers):
+            xs = layer(
+                xs, cos, sin, mask, cache=cache, index=i, backend=backend, block_mask=block_mask
+            )
+        if cache is not None and update_cache:
+            cache.advance(nq)
+        return [
+            x if n == 0 else self.final_norms[spec.name](x)
+            for spec, x, n in zip(self.config.experts, xs, lengths, strict=True)
+        ]
+
+    def new_cache(
+        self,
+        batch: int,
+        capacity: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """An empty cache for ``capacity`` tokens; device/dtype default to the parameters'."""
+        param = next(self.parameters())
+        return KVCache(
+            self.config.depth,
+            batch,
+            self.config.kv_heads,
+            capacity,
+            self.config.head_dim,
+            device=param.device if device is None else device,
+            dtype=param.dtype if dtype is None else dtype,
+        )
+
+    # ---- per-expert parameters and freezing (training stages) -----------------------------
+
+    def expert_parameters(self, name: str) -> Iterator[nn.Parameter]:
+        """Every parameter owned by expert ``name`` (all layers and its final norm)."""
+        self.config.expert(name)  # raises with the list of experts
+        for layer in self.layers:
+            yield from layer.experts[name].parameters()
+        yield from self.final_norms[name].parameters()
+
+    def set_trainable(self, name: str, trainable: bool) -> None:
+        """requires_grad on/off for all of expert ``name``'s parameters."""
+        for p in self.expert_parameters(name):
+            p.requires_grad_(trainable)
+
+    def freeze(self, *names: str) -> None:
+        """Freeze experts (their parameters get no gradients and no optimizer updates)."""
+        for name in names:
+            self.set_trainable(name, False)
+
+    def unfreeze(self, *names: str) -> None:
+        for name in names:
+            self.set_trainable(name, True)
+
+    def frozen_experts(self) -> tuple[str, ...]:
+        """Experts none of whose parameters require gradients."""
+        return tuple(
+            n
+            for n in self.config.expert_names
+            if not any(p.requires_grad for p in self.expert_parameters(n))
+        )
