@@ -41,7 +41,8 @@ class ExpertSpec:
     name: str
     width: int
     mlp_width: int
-    mlp: MLPKind = "geglu"
+    # Plain str (checked against MLP_KINDS below) so a typo gets the named error in every mode.
+    mlp: str = "geglu"
     heads: int | None = None
     kv_heads: int | None = None
     head_dim: int | None = None
@@ -78,7 +79,7 @@ class MoTConfig:
     head_dim: int
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
-    backend: Backend = "sdpa"
+    backend: str = "sdpa"  # one of attention.BACKENDS, checked below
 
     def __post_init__(self) -> None:
         experts = tuple(self.experts)

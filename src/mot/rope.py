@@ -31,7 +31,7 @@ def apply_rope(
     """Rotate each (x_i, x_{i+e/2}) pair by its angle: x cos + rotate_half(x) sin, in float32."""
     if cos.ndim == 3:  # per-sample positions: broadcast over heads
         cos, sin = rearrange(cos, "b n e -> b 1 n e"), rearrange(sin, "b n e -> b 1 n e")
-    x32 = x.float()
+    x32 = x.to(torch.promote_types(x.dtype, torch.float32))
     first, second = x32.chunk(2, dim=-1)
     rotated = torch.cat((-second, first), dim=-1)
     return (x32 * cos + rotated * sin).to(x.dtype)
