@@ -171,7 +171,7 @@ class Layout:
 
     # ---- masks ----------------------------------------------------------------------------
 
-    def check_valid(self, valid: Bool[Tensor, "b n"]) -> None:
+    def check_valid(self, valid: Tensor) -> None:
         """Raise a LayoutError unless ``valid`` is a boolean [b, n] padding mask for this layout."""
         if valid.dtype != torch.bool:
             raise LayoutError(f"valid: expected a bool tensor, got dtype {valid.dtype}")
@@ -198,7 +198,8 @@ class Layout:
         if valid is None:
             return block_rule_mask(blocks[rows], blocks)
         self.check_valid(valid)
-        return block_rule_mask(blocks[rows], blocks, valid[:, rows], valid)
+        blocks = blocks.expand(valid.shape[0], -1)
+        return block_rule_mask(blocks[:, rows], blocks, valid[:, rows], valid)
 
     def bias(
         self,
