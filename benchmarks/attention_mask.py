@@ -9,14 +9,10 @@ for any mask). FlexAttention is timed compiled, on CUDA only.
     python benchmarks/attention_mask.py --device cuda    # bf16, adds compiled FlexAttention
 """
 
-import logging
-
 import torch
 
 from attention import BACKENDS, attend, uga_layout
 from harness import dtype_of, emit, measure, parse_args
-
-log = logging.getLogger("attention_mask")
 
 
 def main() -> None:
