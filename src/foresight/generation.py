@@ -1,0 +1,101 @@
+"""The next-scale sampling loop, KV-cached or over the full sequence (DESIGN.md s3, inference).
+
+Cached: one network call runs the context + SOS and fills the cache, then each scale's inputs
+(from the tokenizer, given the scales sampled so far) are one call that appends to the cache.
+Block causality then comes from the cache order; the mask passed along is the full layout's rows
+for the step (it also carries the context's padding). Uncached: every scale reruns the whole
+growing sequence under the full block-causal mask, the reference the cached loop must match.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from attention import Layout
+from foresight.scales import ScaleTokenizer
+
+if TYPE_CHECKING:  # the generator imports this module; the loop only calls its methods
+    from foresight.generator import NextScaleGenerator
+
+
+@dataclass
+class GenerationOutput:
+    """Sampled token pyramid (K tensors [b, s_k^2]) and, when asked, the decoded image."""
+
+    tokens: list[Tensor]
+    image: Tensor | None = None
+
+
+def step_inputs(
+    layout: Layout,
+    valid: Bool[Tensor, "b n"] | None,
+    start: int,
+    stop: int,
+    device: torch.device,
+) -> tuple[Bool[Tensor, "#b nq nk"], Int[Tensor, "#b nq"]]:
+    """Mask [#b, stop - start, stop] and positions [#b, stop - start] of the queries
+    [start, stop) against the keys [0, stop): exactly the rows a full pass sees."""
+    mask = layout.mask(valid, queries=slice(start, stop), device=device)[..., :stop]
+    positions = layout.positions(valid).to(device)[..., start:stop]
+    if valid is None:  # shared by the batch: give it the protocol's broadcast batch axis
+        mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
+    return mask, positions
+
+
+def sample_scales(
+    model: "NextScaleGenerator",
+    context: Tensor,
+    tokenizer: ScaleTokenizer,
+    num_scales: int,
+    context_valid: Tensor | None,
+    cfg_scale: float,
+    use_cache: bool,
+    draw: Callable[[Tensor], Tensor],
+) -> list[Int[Tensor, "b _"]]:
+    """Tokens of the first ``num_scales`` scales; ``draw`` turns logits [b, n, v] into tokens.
+
+    Arguments are validated by `NextScaleGenerator.generate`, the public entry point.
+    """
+    counts = model.config.token_counts
+    guided = cfg_scale != 1.0
+    if guided:  # conditional rows first, unconditional (null context) rows second
+        context = torch.cat([context, model.null_context_like(context)])
+        if context_valid is not None:
+            context_valid = torch.cat([context_valid, context_valid])
+    batch, n_c, device = context.shape[0], context.shape[1], context.device
+    layout = model.layout(n_c, num_scales)
+    valid = model.sequence_valid(context_valid, layout.n)
+    cache = None
+    if use_cache:
+        cache = model.network.new_cache(batch, layout.n, device=device, dtype=context.dtype)
+    sequence = context[:, :0]  # the uncached loop's growing token sequence
+    no_inputs = context.new_zeros(batch, 0, model.config.latent_dim)
+    step = torch.cat([context, model.embed_scales(context, no_inputs, context_valid)], dim=1)
+    start, tokens = 0, []
+    for k in range(num_scales):
+        stop = n_c + model.tokens_upto(k + 1)
+        if use_cache:
+            mask, positions = step_inputs(layout, valid, start, stop, device)
+            hidden = model.network(step, mask, positions, cache)
+        else:
+            sequence = torch.cat([sequence, step], dim=1)
+            mask, positions = step_inputs(layout, valid, 0, stop, device)
+            hidden = model.network(sequence, mask, positions, None)
+        logits = model.head(hidden[:, -counts[k] :]).float()
+        if guided:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + cfg_scale * (cond - uncond)
+        tokens.append(draw(logits))
+        if k + 1 == num_scales:
+            break
+        # The tokenizer returns the inputs of scales 2..k+2; this step needs the last scale's.
+        nxt = tokenizer.teacher_forcing_inputs(tokens)[:, -counts[k + 1] :]
+        if guided:
+            nxt = torch.cat([nxt, nxt])
+        step = model.embed_scales(context, nxt, context_valid, first_scale=k + 1)
+        start = stop
+    return tokens

@@ -1,0 +1,358 @@
+"""`NextScaleGenerator`: VAR next-scale prediction as a block (arXiv 2404.02905; DESIGN.md s3).
+
+The joint sequence is ``[context | SOS | inputs of scale 2 | ... | inputs of scale K]``:
+
+    context  n_c tokens [b, n_c, d] (class / instruction / prefix tokens): one bidirectional block
+    scale 1  the SOS: a learned vector + a projection of the mean valid context token
+    scale k  the tokenizer's teacher-forcing inputs (f_hat after scales 1..k-1, area-downsampled
+             to s_k x s_k, latent_dim wide) projected to the width: s_k^2 tokens, one block
+
+Every scale token also gets a learned absolute position embedding and its scale's level
+embedding. The blocks follow the block rule (`attention.uga_layout`): a scale sees the context
+and all earlier scales, never later ones; the output at scale k's positions predicts scale k's
+codes through the head (norm + linear to the vocabulary), trained with cross-entropy.
+
+Generation runs the context + SOS once, then one network call per scale, appending to the
+network's KV cache (or, as the reference, the whole growing sequence without a cache).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from attention import Layout, uga_layout
+from foresight.generation import GenerationOutput, sample_scales, step_inputs
+from foresight.network import TokenNetwork
+from foresight.sampling import check_sampling, sample_tokens
+from foresight.scales import ScaleTokenizer, check_generator_scales, check_pyramid
+
+
+@dataclass(frozen=True)
+class NextScaleConfig:
+    """Sizes of the generator.
+
+    scales: side lengths of the token pyramid, scales[0] == 1 (the SOS scale), increasing.
+    vocab_size, latent_dim: the tokenizer's codebook size and latent width.
+    width: the network's token width d (context tokens come in at this width).
+    cond_drop_prob: per-sample probability, in training, of replacing the context with the
+        learned null context (what classifier-free guidance samples against).
+    """
+
+    scales: tuple[int, ...]
+    vocab_size: int
+    latent_dim: int
+    width: int
+    cond_drop_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(self.scales))
+        check_generator_scales(self.scales)
+        for name in ("vocab_size", "latent_dim", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size: expected >= 2, got {self.vocab_size}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob: expected 0 <= p < 1, got {self.cond_drop_prob}")
+
+    @property
+    def token_counts(self) -> tuple[int, ...]:
+        """Tokens per scale, s_k^2."""
+        return tuple(s * s for s in self.scales)
+
+
+@dataclass
+class GeneratorLoss:
+    """Teacher-forced loss: the weighted CE (scalar) and, per scale, CE and token accuracy."""
+
+    loss: Tensor
+    per_scale: Tensor
+    accuracy: Tensor
+
+
+class NextScaleGenerator(nn.Module):
+    """Next-scale prediction around any `TokenNetwork`; see the module docstring.
+
+    Example:
+        >>> cfg = NextScaleConfig(scales=(1, 2, 3), vocab_size=64, latent_dim=8, width=32)
+        >>> gen = NextScaleGenerator(cfg, DefaultTransformer(TransformerConfig(width=32)))
+        >>> context = torch.randn(2, 3, 32)                # e.g. class tokens
+        >>> logits = gen(context, torch.randn(2, 4 + 9, 8))  # inputs of scales 2..3
+        >>> logits.shape                                   # 1 + 4 + 9 predicted tokens
+        torch.Size([2, 14, 64])
+    """
+
+    def __init__(self, config: NextScaleConfig, network: TokenNetwork) -> None:
+        super().__init__()
+        if not isinstance(network, TokenNetwork):
+            raise TypeError(
+                "network: expected a TokenNetwork (callable(tokens, mask, positions, cache) and "
+                f"new_cache(batch, capacity, ...)), got {type(network).__name__}"
+            )
+        net_width = getattr(network, "width", config.width)
+        if net_width != config.width:
+            raise ValueError(f"network width {net_width} differs from config.width {config.width}")
+        self.config = config
+        self.network = network
+        d, counts = config.width, config.token_counts
+        self.sos = nn.Parameter(torch.randn(d) * 0.02)
+        self.context_to_sos = nn.Linear(d, d)
+        self.null_context = nn.Parameter(torch.randn(d) * 0.02)
+        self.input_proj = nn.Linear(config.latent_dim, d)
+        self.position = nn.Parameter(torch.randn(sum(counts), d) * 0.02)
+        self.level = nn.Embedding(len(counts), d)
+        nn.init.normal_(self.level.weight, std=0.02)
+        self.head_norm = nn.LayerNorm(d)
+        self.head_proj = nn.Linear(d, config.vocab_size)
+        levels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        self.register_buffer("levels", levels, persistent=False)
+
+    # ---- sizes and layout -----------------------------------------------------------------
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.config.scales
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.config.scales)
+
+    def tokens_upto(self, num_scales: int) -> int:
+        """Tokens of the first ``num_scales`` scales (SOS included)."""
+        return sum(self.config.token_counts[:num_scales])
+
+    def layout(self, context_tokens: int, num_scales: int | None = None) -> Layout:
+        """Block layout of ``context_tokens`` context tokens and the first ``num_scales`` scales."""
+        k = self._check_num_scales(num_scales)
+        return uga_layout(prefix=context_tokens, scales=self.scales[:k], state=0)
+
+    def _check_num_scales(self, num_scales: int | None) -> int:
+        if num_scales is None:
+            return self.num_scales
+        if not isinstance(num_scales, int) or not 1 <= num_scales <= self.num_scales:
+            raise ValueError(f"num_scales: expected 1..{self.num_scales}, got {num_scales!r}")
+        return num_scales
+
+    def scales_of_inputs(self, inputs: Tensor) -> int:
+        """K such that ``inputs`` holds the teacher-forcing inputs of scales 2..K."""
+        if inputs.ndim != 3 or inputs.shape[-1] != self.config.latent_dim:
+            raise ValueError(
+                f"inputs: expected [b, n, {self.config.latent_dim}], got {list(inputs.shape)}"
+            )
+        n = inputs.shape[1]
+        for k in range(1, self.num_scales + 1):
+            if self.tokens_upto(k) - 1 == n:
+                return k
+        options = [self.tokens_upto(k) - 1 for k in range(1, self.num_scales + 1)]
+        raise ValueError(
+            f"inputs: {n} tokens match no prefix of the scales {self.scales}; expected one of "
+            f"{options} (inputs of scales 2..K, the SOS stands in for scale 1)"
+        )
+
+    # ---- embedding, head --------------------------------------------------------------------
+
+    def embed_scales(
+        self,
+        context: Float[Tensor, "b nc d"],
+        inputs: Float[Tensor, "b ni z"],
+        context_valid: Bool[Tensor, "b nc"] | None = None,
+        first_scale: int = 0,
+    ) -> Float[Tensor, "b n d"]:
+        """Scale tokens [SOS, proj(inputs)] + position + level embeddings, for the MoT slice.
+
+        first_scale > 0: ``inputs`` are the inputs of scales first_scale+1.. only (one cached
+        step); the SOS is then not part of the output.
+        """
+        parts = []
+        if first_scale == 0:
+            parts.append(self._sos(context, context_valid).unsqueeze(1))
+        parts.append(self.input_proj(inputs.to(self.input_proj.weight.dtype)))
+        x = torch.cat(parts, dim=1)
+        start = self.tokens_upto(first_scale)
+        stop = start + x.shape[1]
+        if stop > self.position.shape[0]:
+            raise ValueError(
+                f"inputs: {x.shape[1]} scale tokens from scale {first_scale} exceed the "
+                f"{self.position.shape[0]} tokens of the scales {self.scales}"
+            )
+        return x + self.position[start:stop] + self.level(self.levels[start:stop])
+
+    def head(self, hidden: Float[Tensor, "b n d"]) -> Float[Tensor, "b n v"]:
+        """Network outputs at scale positions -> codebook logits (norm + linear)."""
+        return self.head_proj(self.head_norm(hidden))
+
+    def _sos(self, context: Tensor, context_valid: Tensor | None) -> Tensor:
+        if context_valid is None:
+            pooled = context.mean(dim=1)
+        else:
+            weights = context_valid.to(context.dtype).unsqueeze(-1)
+            pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.sos + self.context_to_sos(pooled)
+
+    def null_context_like(self, context: Float[Tensor, "b nc d"]) -> Float[Tensor, "b nc d"]:
+        """The unconditional context (learned null token at every position) for CFG."""
+        return self.null_context.to(context.dtype).expand_as(context)
+
+    def _check_context(self, context: Tensor, context_valid: Tensor | None) -> None:
+        if context.ndim != 3 or context.shape[-1] != self.config.width or context.shape[1] < 1:
+            raise ValueError(
+                f"context: expected [b, n_c >= 1, {self.config.width}], got {list(context.shape)}"
+            )
+        if context_valid is not None:
+            if context_valid.shape != context.shape[:2]:
+                raise ValueError(
+                    f"context_valid: expected {list(context.shape[:2])}, "
+                    f"got {list(context_valid.shape)}"
+                )
+            if not bool(context_valid.any(dim=1).all()):
+                raise ValueError("context_valid: every sample needs at least one valid token")
+
+    def sequence_valid(
+        self, context_valid: Bool[Tensor, "b nc"] | None, total: int
+    ) -> Bool[Tensor, "b n"] | None:
+        """Padding mask of the whole sequence (``total`` tokens): scale tokens are all valid."""
+        if context_valid is None:
+            return None
+        ones = context_valid.new_ones(context_valid.shape[0], total - context_valid.shape[1])
+        return torch.cat([context_valid, ones], dim=1)
+
+    # ---- teacher forcing ----------------------------------------------------------------------
+
+    def forward(
+        self,
+        context: Float[Tensor, "b nc d"],
+        inputs: Float[Tensor, "b ni z"],
+        context_valid: Bool[Tensor, "b nc"] | None = None,
+    ) -> Float[Tensor, "b n v"]:
+        """Teacher-forced logits of scales 1..K, K given by the number of input tokens.
+
+        inputs: the tokenizer's teacher-forcing inputs of scales 2..K
+            (``tokenizer.teacher_forcing_inputs(indices[:K - 1])``), [b, sum_{k=2}^K s_k^2, z].
+        Returns [b, sum_{k=1}^K s_k^2, vocab_size] (scale k's logits at scale k's positions).
+        """
+        self._check_context(context, context_valid)
+        k = self.scales_of_inputs(inputs)
+        layout = self.layout(context.shape[1], k)
+        valid = self.sequence_valid(context_valid, layout.n)
+        tokens = torch.cat([context, self.embed_scales(context, inputs, context_valid)], dim=1)
+        mask, positions = step_inputs(layout, valid, 0, layout.n, context.device)
+        hidden = self.network(tokens, mask, positions, None)
+        return self.head(hidden[:, context.shape[1] :])
+
+    def loss(
+        self,
+        context: Float[Tensor, "b nc d"],
+        inputs: Float[Tensor, "b ni z"],
+        targets: list[Int[Tensor, "b _"]],
+        *,
+        scale_weights: Float[Tensor, " k"] | None = None,
+        context_valid: Bool[Tensor, "b nc"] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GeneratorLoss:
+        """Cross-entropy of the first K = len(targets) scales' codes under teacher forcing.
+
+        scale_weights: one weight >= 0 per scale (None = all ones); each token of scale k counts
+            with weight w_k, so all-ones is VAR's mean over tokens and zeros leave scales out.
+        generator: draws the per-sample context drop (``cond_drop_prob``) in training mode.
+        """
+        check_pyramid(targets, self.scales, self.config.vocab_size, "targets")
+        k = len(targets)
+        if self.scales_of_inputs(inputs) != k:
+            raise ValueError(
+                f"inputs: expected the inputs of scales 2..{k} ({self.tokens_upto(k) - 1} "
+                f"tokens) for {k} target scales, got {inputs.shape[1]} tokens"
+            )
+        weights = torch.ones(k, device=inputs.device)
+        if scale_weights is not None:
+            if scale_weights.shape != (k,) or bool((scale_weights < 0).any()):
+                raise ValueError(
+                    f"scale_weights: expected {k} weights >= 0, got {scale_weights.tolist()}"
+                )
+            if not bool((scale_weights > 0).any()):
+                raise ValueError("scale_weights: expected at least one positive weight")
+            weights = scale_weights.to(inputs.device, torch.float32)
+        if self.training and self.config.cond_drop_prob > 0:
+            draw_on = context.device if generator is None else generator.device
+            u = torch.rand(context.shape[0], 1, 1, generator=generator, device=draw_on)
+            drop = u.to(context.device) < self.config.cond_drop_prob
+            context = torch.where(drop, self.null_context_like(context), context)
+        logits = self(context, inputs, context_valid)
+        target = torch.cat(targets, dim=1)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="none")
+        ce = ce.view_as(target)
+        per_scale = torch.stack([c.mean() for c in ce.split(self.config.token_counts[:k], 1)])
+        hits = (logits.argmax(-1) == target).float()
+        accuracy = torch.stack([h.mean() for h in hits.split(self.config.token_counts[:k], 1)])
+        counts = torch.tensor(self.config.token_counts[:k], device=weights.device)
+        token_weights = torch.repeat_interleave(weights, counts)
+        loss = (ce * token_weights).sum() / (token_weights.sum() * ce.shape[0])
+        return GeneratorLoss(loss, per_scale.detach(), accuracy.detach())
+
+    # ---- generation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context: Float[Tensor, "b nc d"],
+        tokenizer: ScaleTokenizer,
+        *,
+        num_scales: int | None = None,
+        context_valid: Bool[Tensor, "b nc"] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        generator: torch.Generator | int | None = None,
+        use_cache: bool = True,
+        decode: bool = False,
+    ) -> GenerationOutput:
+        """Sample the first K = ``num_scales`` scales (all by default) given the context.
+
+        One network call for context + SOS, then one per scale; the tokenizer turns the scales
+        sampled so far into the next scale's inputs. ``use_cache=False`` reruns the whole
+        growing sequence each scale (the reference the cache must match token for token).
+        cfg_scale: classifier-free guidance, logits = u + cfg_scale (c - u) with u the logits
+            under the null context (1 = off; the batch is doubled otherwise).
+        generator: a torch.Generator or an int seed (on the context's device).
+        decode: also return ``tokenizer.decode(tokens)``.
+        F1 samples 4 scales with top_k=900, top_p=0.95, temperature=1, no guidance.
+        """
+        self._check_context(context, context_valid)
+        k_total = self._check_num_scales(num_scales)
+        check_sampling(top_k, top_p, temperature)
+        if not isinstance(tokenizer, ScaleTokenizer):
+            raise TypeError(
+                "tokenizer: expected a ScaleTokenizer (scales, teacher_forcing_inputs, decode), "
+                f"got {type(tokenizer).__name__}"
+            )
+        if tuple(tokenizer.scales[: self.num_scales]) != self.scales:
+            raise ValueError(
+                f"tokenizer scales {tuple(tokenizer.scales)} do not start with the generator's "
+                f"scales {self.scales}"
+            )
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale: expected >= 0 (1 = no guidance), got {cfg_scale}")
+        if isinstance(generator, int):
+            generator = torch.Generator(device=context.device).manual_seed(generator)
+        was_training = self.training
+        self.eval()  # dropout would make the cached and uncached passes differ
+        try:
+            tokens = sample_scales(
+                self,
+                context,
+                tokenizer,
+                k_total,
+                context_valid,
+                cfg_scale,
+                use_cache,
+                lambda logits: sample_tokens(
+                    logits, generator, top_k=top_k, top_p=top_p, temperature=temperature
+                ),
+            )
+        finally:
+            self.train(was_training)
+        return GenerationOutput(tokens, tokenizer.decode(tokens) if decode else None)

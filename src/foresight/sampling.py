@@ -1,0 +1,65 @@
+"""Token sampling from logits: temperature, top-k, top-p (nucleus), seeded (DESIGN.md s3).
+
+F1 samples its foresight with top-k 900, top-p 0.95, temperature 1. Filtering keeps, per row,
+the k most likely tokens and then the smallest set of those whose probability mass reaches p
+(the most likely token always survives); the rest get probability zero. Temperature 0 means
+greedy decoding (argmax, no random draw).
+
+Example:
+    >>> g = torch.Generator().manual_seed(0)
+    >>> sample_tokens(torch.randn(2, 5, 10), g, top_k=3, top_p=0.9).shape
+    torch.Size([2, 5])
+"""
+
+import torch
+from einops import rearrange
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def check_sampling(top_k: int | None, top_p: float | None, temperature: float) -> None:
+    """Raise a ValueError naming the bad sampling setting."""
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k: expected None or an int >= 1, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p: expected None or 0 < top_p <= 1, got {top_p!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature: expected >= 0 (0 = greedy), got {temperature!r}")
+
+
+def filter_logits(
+    logits: Float[Tensor, "*b v"], top_k: int | None = None, top_p: float | None = None
+) -> Float[Tensor, "*b v"]:
+    """Set every logit outside the top-k / top-p set to -inf (see the module docstring)."""
+    check_sampling(top_k, top_p, 1.0)
+    v = logits.shape[-1]
+    if top_k is not None and top_k < v:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.float().softmax(dim=-1)
+        # Drop a token when the mass of the tokens strictly before it already reaches p.
+        mass_before = probs.cumsum(dim=-1) - probs
+        drop_sorted = mass_before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_tokens(
+    logits: Float[Tensor, "b n v"],
+    generator: torch.Generator | None,
+    *,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+) -> Int[Tensor, "b n"]:
+    """One token per row from softmax(filter(logits) / temperature), drawn with ``generator``."""
+    check_sampling(top_k, top_p, temperature)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = (filter_logits(logits, top_k, top_p).float() / temperature).softmax(dim=-1)
+    flat = rearrange(probs, "b n v -> (b n) v")
+    drawn = torch.multinomial(flat, 1, generator=generator)
+    return rearrange(drawn, "(b n) 1 -> b n", b=logits.shape[0])
