@@ -107,6 +107,12 @@ class KVCache:
         self.v[layer, :, :, self.length : stop] = v
         return self.k[layer, :, :, :stop], self.v[layer, :, :, :stop]
 
+    def kv(self, layer: int) -> tuple[Float[Tensor, "b g n e"], Float[Tensor, "b g n e"]]:
+        """Views of ``layer``'s kept K (RoPE applied) and V: the first ``length`` tokens."""
+        if not 0 <= layer < self.depth:
+            raise KVCacheError(f"KVCache layer: expected 0..{self.depth - 1}, got {layer}")
+        return self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
+
     def advance(self, tokens: int) -> None:
         """Keep the last step's ``tokens`` K/V: move the fill pointer past them."""
         if tokens < 0 or tokens > self.free:

@@ -79,6 +79,9 @@ def test_read_only_steps_neither_copy_nor_grow_the_cache() -> None:
         for step in range(10):
             stack([None, None, a + step], pos, mask, cache=cache, update_cache=False)
             assert cache.length == 9
+    k0, v0 = cache.kv(0)
+    assert v0.data_ptr() == cache.v.data_ptr()
+    assert k0.shape == (1, cfg.kv_heads, 9, cfg.head_dim) and k0.data_ptr() == cache.k.data_ptr()
     assert cache.k.untyped_storage().data_ptr() == k_ptr
     assert cache.v.untyped_storage().data_ptr() == v_ptr
     assert torch.equal(cache.k[:, :, :, :9], prefix_k)
@@ -128,6 +131,8 @@ def test_cache_errors_are_named() -> None:
         stack([torch.randn(1, 1, 24), None, None], torch.arange(1), None, cache=cache)
     with pytest.raises(KVCacheError, match=r"truncate: expected 0\.\.3"):
         cache.truncate(5)
+    with pytest.raises(KVCacheError, match=r"layer: expected 0\.\.1, got 2"):
+        cache.kv(2)
     with pytest.raises(KVCacheError, match="capacity: expected a positive int"):
         KVCache(1, 1, 1, 0, 8)
 

@@ -127,6 +127,26 @@ def test_flex_backend_agrees_with_eager(layout) -> None:
             torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backends_agree_on_cuda(dtype: torch.dtype) -> None:
+    """SDPA and FlexAttention (compiled by torch on CUDA) against eager, on the GPU."""
+    layout = uga_layout(prefix=40, history=8, scales=(1, 2, 3, 4), state=1, actions=8)
+    cfg = tiny_config()
+    stack = random_stack(cfg, 0).to("cuda", dtype)
+    xs = [x.to("cuda", dtype) for x in expert_inputs(layout, cfg, 2)]
+    valid = _padded(layout, 2).cuda()
+    mask, positions = step_inputs(layout, valid)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    with torch.no_grad():
+        reference = stack(xs, positions, mask, backend="eager")
+        for backend in ("sdpa", "sdpa_bias", "flex"):
+            block_mask = layout.block_mask(valid) if backend == "flex" else None
+            outs = stack(xs, positions, mask, backend=backend, block_mask=block_mask)
+            for out, ref in zip(outs, reference, strict=True):
+                torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+
+
 def test_expert_without_tokens_is_untouched() -> None:
     """Only the action expert runs: U and G pass through, get no gradients, and no NaN appears."""
     cfg = tiny_config()
