@@ -6,9 +6,9 @@ Target: 4 Gaussians (std 0.15) at radius 2 on the axes, equal weights. Metrics o
   mmd    squared MMD to 2000 fresh target samples, RBF kernels of widths 0.1, 0.3, 1
 Measured (800 steps, seeds 0/1/2; 10 Euler steps or 5 midpoint steps): near 0.965-0.989,
 cover 0.220-0.237, mmd 0.005-0.012; the target against itself: mmd 0.002; the untrained head:
-near 0.10-0.13, mmd 0.42-0.49; one Euler step: near 0.0, mmd 2.4. Thresholds leave wide margins on both
-sides: the counter-cases (the mean predictor, a one-mode collapse, the untrained head, a single
-Euler step, which lands on the posterior mean) all fail them by far.
+near 0.10-0.13, mmd 0.42-0.49; one Euler step: near 0.0, mmd 2.4. Thresholds leave wide
+margins on both sides: the counter-cases (the mean predictor, a one-mode collapse, the untrained
+head, a single Euler step, which lands on the posterior mean) all fail them by far.
 
 Uniform tau here, not pi0's Beta: the Beta weights the noise end, which starves the data end
 where these narrow modes are resolved; with the same budget it reaches near ~0.75.
