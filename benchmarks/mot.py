@@ -18,6 +18,7 @@ Paper size (DESIGN.md s1) runs only on CUDA; on CPU a JSON line says it was skip
 
 import logging
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch  # noqa: E402
 from x_transformers import Encoder  # noqa: E402
 
 from attention import ACTION, GENERATION, UNDERSTANDING, uga_layout  # noqa: E402
-from harness import dtype_of, emit, measure, parse_args  # noqa: E402
+from harness import Timing, dtype_of, emit, measure, parse_args  # noqa: E402
 from mot import ExpertSpec, MoTConfig, MoTStack, paper_config, rope_angles, step_inputs  # noqa: E402
 
 log = logging.getLogger("benchmarks.mot")
@@ -95,7 +96,7 @@ def dense_peer(cfg: MoTConfig, width: int, depth: int) -> Encoder:
     )
 
 
-def timed(fn, backward: bool, params: list[torch.Tensor], args):
+def _step(fn, backward: bool, params: list[torch.Tensor]):
     def step():
         out = fn()
         if backward:
@@ -105,10 +106,37 @@ def timed(fn, backward: bool, params: list[torch.Tensor], args):
                 p.grad = None
         return out
 
-    if backward:
-        return measure(step, args.device, args.repeats, args.warmup)
-    with torch.no_grad():
-        return measure(step, args.device, args.repeats, args.warmup)
+    return step
+
+
+def timed_pair(a, b, backward: bool, args) -> tuple[Timing, Timing]:
+    """Time (fn, params) pairs ``a`` and ``b`` in alternating single calls.
+
+    Alternating keeps a busy machine's load swings from landing on one side only.
+    """
+    steps = [_step(fn, backward, params) for fn, params in (a, b)]
+    times: list[list[Timing]] = [[], []]
+    with torch.set_grad_enabled(backward):
+        for step in steps:
+            measure(step, args.device, repeats=1, warmup=args.warmup)
+        for _ in range(args.repeats):
+            for i, step in enumerate(steps):
+                times[i].append(measure(step, args.device, repeats=1, warmup=0))
+    return tuple(_combine(t) for t in times)
+
+
+def _combine(timings: list[Timing]) -> Timing:
+    ms = [t.median_ms for t in timings]
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+    peaks = [t.peak_mem_mb for t in timings if t.peak_mem_mb is not None]
+    return Timing(
+        median_ms=statistics.median(ms),
+        min_ms=min(ms),
+        max_ms=max(ms),
+        iqr_ms=q[2] - q[0],
+        repeats=len(ms),
+        peak_mem_mb=max(peaks) if peaks else None,
+    )
 
 
 def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
@@ -143,9 +171,11 @@ def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
     }
     for backward in (False, True):
         mode = "fwd_bwd" if backward else "fwd"
-        t_mot = timed(lambda: stack(xs, positions, mask), backward, list(stack.parameters()), args)
-        t_dense = timed(
-            lambda: [dense(x_dense, attn_mask=mask)], backward, list(dense.parameters()), args
+        t_mot, t_dense = timed_pair(
+            (lambda: stack(xs, positions, mask), list(stack.parameters())),
+            (lambda: [dense(x_dense, attn_mask=mask)], list(dense.parameters())),
+            backward,
+            args,
         )
         tokens = batch * n
         overhead = (t_mot.median_ms / flops_mot) / (t_dense.median_ms / flops_dense)
@@ -237,13 +267,12 @@ def run_pizero_case(quick: bool, batch: int, args) -> None:
     cos, sin = rope_angles(positions, cfg.head_dim)
     for backward in (False, True):
         mode = "fwd_bwd" if backward else "fwd"
-        t_mot = timed(
-            lambda: layer(xs, cos.to(dtype), sin.to(dtype), mask),
+        t_mot, t_peer = timed_pair(
+            (lambda: layer(xs, cos.to(dtype), sin.to(dtype), mask), list(stack.parameters())),
+            (lambda: block(*xs), list(modules.parameters())),
             backward,
-            list(stack.parameters()),
             args,
         )
-        t_peer = timed(lambda: block(*xs), backward, list(modules.parameters()), args)
         tokens = batch * layout.n
         emit(
             f"mot_layer_vs_pizero_{mode}",
