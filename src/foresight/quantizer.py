@@ -1,0 +1,278 @@
+"""VAR's multi-scale residual vector quantizer (arXiv 2404.02905, Algorithm 1; DESIGN.md s3).
+
+For scales s_1 < ... < s_K = L (L x L the latent size) and the residual r (initially f):
+
+    for k = 1..K:
+        idx_k = argmin_v || area_down(r, s_k) - e_v ||_2     (no downsampling when s_k = L)
+        h_k   = phi_k(bicubic_up(e[idx_k], L))               (no upsampling when s_k = L)
+        f_hat = f_hat + h_k ;  r = r - h_k
+
+Training loss, averaged over the K scales (f_hat after scale k):
+    beta * MSE(sg(f_hat_k), f) + MSE(f_hat_k, sg(f)),   beta = 0.25,
+and the decoder receives f_hat through a straight-through estimator, sg(f_hat - f) + f.
+
+Token pyramids are lists of K index tensors, one per scale, each flattened row-major to
+``[b, s_k * s_k]`` (the generator's target layout). ``k`` indexes scales from 0 in code.
+"""
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from foresight.phi import PhiBank
+
+
+def check_scales(scales: tuple[int, ...]) -> None:
+    """Raise unless ``scales`` is a non-empty, strictly increasing tuple of positive ints."""
+    if not scales or any(not isinstance(s, int) or s < 1 for s in scales):
+        raise ValueError(f"scales: expected a non-empty tuple of positive ints, got {scales}")
+    if any(a >= b for a, b in itertools.pairwise(scales)):
+        raise ValueError(f"scales: expected strictly increasing sizes, got {scales}")
+
+
+@dataclass
+class QuantizerOutput:
+    """What one training pass of the quantizer produces.
+
+    f_hat: the full reconstruction with straight-through gradients to the encoder.
+    loss: the VQ loss (commitment + codebook terms averaged over scales), a scalar.
+    indices: the token pyramid, K tensors of shape [b, s_k^2].
+    hits: code counts per scale, [K, vocab_size] (float).
+    """
+
+    f_hat: Tensor
+    loss: Tensor
+    indices: list[Tensor]
+    hits: Tensor
+
+
+class MultiScaleQuantizer(nn.Module):
+    """One codebook of ``vocab_size`` codes of width ``dim`` shared by all ``scales``.
+
+    Example:
+        >>> q = MultiScaleQuantizer(vocab_size=64, dim=8, scales=(1, 2, 4), phi_count=2)
+        >>> [t.shape[1] for t in q.tokenize(torch.randn(2, 8, 4, 4))]
+        [1, 4, 16]
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        scales: tuple[int, ...],
+        beta: float = 0.25,
+        phi_count: int = 4,
+        phi_ratio: float = 0.5,
+    ) -> None:
+        super().__init__()
+        check_scales(scales)
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size: expected >= 2, got {vocab_size}")
+        self.scales = tuple(scales)
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.beta = beta
+        self.codebook = nn.Embedding(vocab_size, dim)
+        # VQGAN/taming's init: tiny codes, grown by the loss (and by dead-code restarts).
+        nn.init.uniform_(self.codebook.weight, -1.0 / vocab_size, 1.0 / vocab_size)
+        self.phi = PhiBank(dim, phi_count, phi_ratio)
+        # Per-scale EMA of code hits, VAR's usage statistic (saved with the weights).
+        self.register_buffer("ema_hits", torch.zeros(len(scales), vocab_size))
+        self.hit_updates = 0
+        self._residuals: Tensor | None = None
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.scales)
+
+    @property
+    def latent_size(self) -> int:
+        return self.scales[-1]
+
+    def token_counts(self) -> tuple[int, ...]:
+        """Tokens per scale, s_k^2."""
+        return tuple(s * s for s in self.scales)
+
+    # ---- the pieces of Algorithm 1 ---------------------------------------------------------
+
+    def nearest(self, z: Float[Tensor, "n z"]) -> Int[Tensor, " n"]:
+        """Index of the nearest code in L2, ||z||^2 + ||e||^2 - 2 z.e (VAR's arithmetic)."""
+        codes = self.codebook.weight.detach()
+        dist = torch.addmm(
+            z.square().sum(1, keepdim=True) + codes.square().sum(1), z, codes.T, alpha=-2, beta=1
+        )
+        return dist.argmin(1)
+
+    def code_map(self, indices: Int[Tensor, "b n"], k: int) -> Float[Tensor, "b z hl wl"]:
+        """h_k: scale k's codes embedded, bicubic-upsampled to the latent size, through phi."""
+        s, size = self.scales[k], self.latent_size
+        if indices.shape[1] != s * s:
+            raise ValueError(
+                f"indices of scale {k}: expected {s * s} tokens (s={s}), got {indices.shape[1]}"
+            )
+        h = rearrange(self.codebook(indices), "b (y x) z -> b z y x", y=s).contiguous()
+        if s != size:
+            h = F.interpolate(h, size=(size, size), mode="bicubic")
+        return self.phi(h.float(), k, self.num_scales)
+
+    def _check_latent(self, f: Tensor) -> None:
+        if (
+            f.shape[1] != self.dim
+            or f.shape[2] != self.latent_size
+            or f.shape[3] != self.latent_size
+        ):
+            raise ValueError(
+                f"latent f: expected [b, {self.dim}, {self.latent_size}, {self.latent_size}], "
+                f"got {list(f.shape)}"
+            )
+
+    def _check_pyramid(self, indices: list[Tensor], allow_empty: bool = False) -> None:
+        if not indices and not allow_empty:
+            raise ValueError("indices: expected at least the first scale's tokens, got none")
+        if len(indices) > self.num_scales:
+            raise ValueError(
+                f"indices: expected at most {self.num_scales} scales, got {len(indices)}"
+            )
+        for k, t in enumerate(indices):
+            if t.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"indices of scale {k}: expected an integer tensor, got {t.dtype}")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.vocab_size):
+                raise ValueError(
+                    f"indices of scale {k}: expected codes in [0, {self.vocab_size}), "
+                    f"got range [{int(t.min())}, {int(t.max())}]"
+                )
+
+    def _down(self, f: Tensor, s: int) -> Tensor:
+        return f if s == f.shape[-1] else F.interpolate(f, size=(s, s), mode="area")
+
+    # ---- passes ----------------------------------------------------------------------------
+
+    def forward(self, f: Float[Tensor, "b z hl wl"]) -> QuantizerOutput:
+        """Training pass: quantize all scales, VQ loss, straight-through f_hat, usage stats."""
+        self._check_latent(f)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            f = f.float()
+            f_ng = f.detach()
+            rest, f_hat = f_ng.clone(), torch.zeros_like(f_ng)
+            loss = f.new_zeros(())
+            indices, residuals = [], []
+            hits = f.new_zeros(self.num_scales, self.vocab_size)
+            for k, s in enumerate(self.scales):
+                z = rearrange(self._down(rest, s), "b z y x -> (b y x) z")
+                idx = rearrange(self.nearest(z), "(b n) -> b n", b=f.shape[0])
+                h = self.code_map(idx, k)
+                f_hat = f_hat + h
+                rest = rest - h.detach()
+                loss = loss + self.beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f_ng)
+                indices.append(idx)
+                residuals.append(z)
+                hits[k] = torch.bincount(idx.flatten(), minlength=self.vocab_size).float()
+            loss = loss / self.num_scales
+            # Same rounding as VAR: (f_hat - f) first, then + f carrying the encoder's gradient.
+            f_hat_st = (f_hat.detach() - f_ng) + f
+        if self.training:
+            self._record_hits(hits)
+            self._residuals = torch.cat(residuals)
+        return QuantizerOutput(f_hat_st, loss, indices, hits)
+
+    @torch.no_grad()
+    def tokenize(self, f: Float[Tensor, "b z hl wl"]) -> list[Int[Tensor, "b _"]]:
+        """The token pyramid of a latent: K index tensors [b, s_k^2] (no gradients)."""
+        return self._pyramid(f)[0]
+
+    @torch.no_grad()
+    def running_reconstruction_of_latent(
+        self, f: Float[Tensor, "b z hl wl"]
+    ) -> list[Float[Tensor, "b z hl wl"]]:
+        """f_hat after each of the K scales while quantizing ``f`` (no gradients)."""
+        return self._pyramid(f)[1]
+
+    def _pyramid(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        self._check_latent(f)
+        f = f.float()
+        rest, f_hat = f.clone(), torch.zeros_like(f)
+        indices, f_hats = [], []
+        for k, s in enumerate(self.scales):
+            z = rearrange(self._down(rest, s), "b z y x -> (b y x) z")
+            idx = rearrange(self.nearest(z), "(b n) -> b n", b=f.shape[0])
+            h = self.code_map(idx, k)
+            f_hat = f_hat + h
+            rest = rest - h
+            indices.append(idx)
+            f_hats.append(f_hat)
+        return indices, f_hats
+
+    def running_reconstruction(
+        self, indices: list[Int[Tensor, "b _"]]
+    ) -> list[Float[Tensor, "b z hl wl"]]:
+        """f_hat after each given scale, from a (possibly partial, first-m-scales) pyramid.
+
+        Scale k always uses the phi conv of position k / (K - 1) in the *full* schedule.
+        """
+        self._check_pyramid(indices)
+        f_hat, out = None, []
+        for k, idx in enumerate(indices):
+            h = self.code_map(idx, k)
+            f_hat = h if f_hat is None else f_hat + h
+            out.append(f_hat)
+        return out
+
+    def teacher_forcing_inputs(self, indices: list[Int[Tensor, "b _"]]) -> Float[Tensor, "b n z"]:
+        """The generator's inputs for scales 2..m+1 from the tokens of scales 1..m (VAR's
+        ``idxBl_to_var_input``): f_hat after scales 1..k, area-downsampled to s_{k+1}, flattened
+        row-major and concatenated, n = sum_{k=2}^{min(m+1, K)} s_k^2.
+
+        With the full pyramid (m = K) the last scale's tokens are not needed and are ignored, so
+        n = sum_{k>=2} s_k^2 (the first scale's input is the generator's learned SOS).
+        """
+        self._check_pyramid(indices)
+        if self.num_scales == 1:
+            raise ValueError("teacher forcing: a single-scale schedule has no next-scale inputs")
+        f_hats = self.running_reconstruction(indices[: self.num_scales - 1])
+        return torch.cat(
+            [
+                rearrange(self._down(f_hat, self.scales[k + 1]), "b z y x -> b (y x) z")
+                for k, f_hat in enumerate(f_hats)
+            ],
+            dim=1,
+        )
+
+    # ---- codebook bookkeeping --------------------------------------------------------------
+
+    @torch.no_grad()
+    def _record_hits(self, hits: Tensor) -> None:
+        # VAR's schedule: copy, then a fast EMA for 100 updates, then a slow one.
+        if self.hit_updates == 0:
+            self.ema_hits.copy_(hits)
+        elif self.hit_updates < 100:
+            self.ema_hits.mul_(0.9).add_(hits, alpha=0.1)
+        else:
+            self.ema_hits.mul_(0.99).add_(hits, alpha=0.01)
+        self.hit_updates += 1
+
+    @torch.no_grad()
+    def restart_dead_codes(self, threshold: float, generator: torch.Generator) -> int:
+        """Replace codes whose EMA hits (summed over scales) are below ``threshold`` by residual
+        vectors drawn from the last training batch; returns how many were replaced.
+
+        The draws use ``generator`` (vector-quantize-pytorch's samplers use the global RNG, which
+        would break seeded training runs).
+        """
+        if self._residuals is None:
+            raise RuntimeError("restart_dead_codes: run a training forward pass first")
+        dead = (self.ema_hits.sum(0) < threshold).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        pool = self._residuals
+        pick = torch.randint(
+            0, pool.shape[0], (dead.numel(),), generator=generator, device=generator.device
+        ).to(pool.device)
+        self.codebook.weight[dead] = pool[pick].to(self.codebook.weight.dtype)
+        # Give restarted codes a grace period before they can be judged dead again.
+        self.ema_hits[:, dead] = threshold / self.num_scales
+        return int(dead.numel())
