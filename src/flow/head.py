@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from einops import repeat
+from einops import rearrange, repeat
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
@@ -153,8 +153,8 @@ class FlowMatchingHead(nn.Module):
         generator: torch.Generator | None = None,
         state: Float[Tensor, "b s"] | None = None,
         context: Float[Tensor, "b n d"] | None = None,
-        action_mask: Bool[Tensor, "#b a"] | None = None,
-        chunk_mask: Bool[Tensor, "#b c"] | None = None,
+        action_mask: Bool[Tensor, " a"] | Bool[Tensor, "#b a"] | None = None,
+        chunk_mask: Bool[Tensor, " c"] | Bool[Tensor, "#b c"] | None = None,
         tau: Float[Tensor, " b"] | None = None,
         noise: Float[Tensor, "b c _"] | None = None,
         network: VelocityNetwork | None = None,
@@ -184,10 +184,11 @@ class FlowMatchingHead(nn.Module):
         pred = self.velocity(noisy, tau, context=context, network=network)
 
         mask = repeat(real, "a -> b c a", b=b, c=c)
-        if action_mask is not None:
-            mask = mask & F.pad(action_mask, (0, a - action_mask.shape[-1])).unsqueeze(1)
-        if chunk_mask is not None:
-            mask = mask & chunk_mask.unsqueeze(-1)
+        if action_mask is not None:  # [a] or [#b a] -> [#b 1 a], padded dims False
+            action_mask = F.pad(action_mask, (0, a - action_mask.shape[-1]))
+            mask = mask & rearrange(action_mask, "... a -> ... 1 a")
+        if chunk_mask is not None:  # [c] or [#b c] -> [#b c 1]
+            mask = mask & rearrange(chunk_mask, "... c -> ... c 1")
         weight = mask.to(pred.dtype)
         # Entries, not rows: a 7-dim robot and a 14-dim one weigh each real action dim equally.
         return ((pred - target) ** 2 * weight).sum() / weight.sum().clamp_min(1)
