@@ -21,7 +21,8 @@ def step_inputs(
 ) -> tuple[Bool[Tensor, "*b nq nk"], Int[Tensor, "*b nq"]]:
     """(mask [.., nq, stop], positions [.., nq]) for the queries ``[start, stop)`` of ``layout``.
 
-    queries: a segment name or a contiguous slice; None = the whole layout (no cache).
+    queries: a segment name or a contiguous slice ending at a block boundary (later keys are not
+        cached yet, so a step may not cut a block); None = the whole layout (no cache).
 
     Example:
         >>> from attention import uga_layout
@@ -39,6 +40,12 @@ def step_inputs(
         if step != 1 or stop <= start:
             raise LayoutError(f"queries: expected a non-empty contiguous slice, got {queries}")
         rows = slice(start, stop)
+    if rows.stop < layout.n and layout.block_ids[rows.stop] == layout.block_ids[rows.stop - 1]:
+        # Keys >= stop are not in the cache yet, but rows of a cut block must see them.
+        raise LayoutError(
+            f"queries: a step must end at a block boundary, {rows.stop} cuts block "
+            f"{int(layout.block_ids[rows.stop])} of the layout"
+        )
     device = valid.device if valid is not None and device is None else device
     mask = layout.mask(valid, queries=rows, device=device)[..., : rows.stop]
     positions = layout.positions(valid).to(device)[..., rows]
