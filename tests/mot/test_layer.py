@@ -147,6 +147,23 @@ def test_backends_agree_on_cuda(dtype: torch.dtype) -> None:
                 torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
 
 
+def test_bfloat16_stack_tracks_float32() -> None:
+    """Dtypes come from the parameters/inputs: a bf16 stack runs and stays near the fp32 one."""
+    cfg = tiny_config()
+    stack = random_stack(cfg, 5)
+    layout = uga_layout(prefix=4, history=1, scales=(1, 2), state=1, actions=2)
+    xs = expert_inputs(layout, cfg, 1, 5)
+    mask, positions = step_inputs(layout)
+    with torch.no_grad():
+        ref = stack(xs, positions, mask)
+        outs = stack.to(torch.bfloat16)([x.bfloat16() for x in xs], positions, mask)
+        cache = stack.new_cache(1, layout.n)
+    assert cache.k.dtype == torch.bfloat16
+    for out, r in zip(outs, ref, strict=True):
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), r, atol=0.1, rtol=0.05)
+
+
 def test_expert_without_tokens_is_untouched() -> None:
     """Only the action expert runs: U and G pass through, get no gradients, and no NaN appears."""
     cfg = tiny_config()
