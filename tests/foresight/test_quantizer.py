@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from foresight import MultiScaleQuantizer, phi_index
@@ -141,7 +141,6 @@ def test_dead_code_restart_is_seeded_and_targets_unused_codes():
     assert q.restart_dead_codes(0.0, torch.Generator()) == 0
 
 
-@settings(max_examples=60)  # each example builds a quantizer and runs ~10 small passes
 @given(
     data=st.data(),
     size=st.integers(1, 7),
