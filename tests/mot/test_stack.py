@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from attention import ACTION, GENERATION, UNDERSTANDING, uga_layout
@@ -19,7 +19,6 @@ from tests.mot.helpers import (
 # ---- leaks: a later stage never changes an earlier stage's outputs -------------------------
 
 
-@settings(max_examples=100)  # two stack forwards per example (~0.15 s with shape checks)
 @given(data=st.data(), layout=small_uga_layouts(), batch=st.integers(1, 2))
 def test_later_stage_perturbation_leaves_earlier_outputs_bit_identical(data, layout, batch):
     cfg = tiny_config()
