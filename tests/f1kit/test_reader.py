@@ -145,10 +145,10 @@ def test_reads_a_dataset_written_by_another_tool(tmp_path: Path) -> None:
 
 
 def test_errors_name_the_problem(tmp_path: Path, coded_dataset: object) -> None:
-    with pytest.raises(DatasetFormatError, match="info.json"):
+    with pytest.raises(DatasetFormatError, match=r"info\.json"):
         read_dataset(tmp_path)
     root = write_dataset(tmp_path / "ok", coded_episodes([2]), fps=10)
-    with pytest.raises(DatasetFormatError, match="observation.images.nope"):
+    with pytest.raises(DatasetFormatError, match=r"observation\.images\.nope"):
         read_dataset(root, image_keys=("observation.images.nope",))
     with pytest.raises((ValueError, TypeError), match="decode"):
         read_dataset(root, decode="sometimes")

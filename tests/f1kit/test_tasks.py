@@ -31,4 +31,4 @@ def test_resolve_rejects_bad_names(tasks: object, message: str) -> None:
 def test_sets_match_metaworld() -> None:
     env_dict = pytest.importorskip("metaworld.env_dict")
     assert set(MT50) == set(env_dict.ALL_V3_ENVIRONMENTS)
-    assert MT10 == tuple(env_dict.MT10_V3)
+    assert tuple(env_dict.MT10_V3) == MT10

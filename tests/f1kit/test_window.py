@@ -107,7 +107,7 @@ def test_config_and_index_errors(coded_dataset: RobotDataset) -> None:
     data = WindowedDataset(coded_dataset, WindowConfig())
     with pytest.raises(IndexError, match="index"):
         data[len(data)]
-    with pytest.raises(ValueError, match="observation.missing"):
+    with pytest.raises(ValueError, match=r"observation\.missing"):
         WindowedDataset(coded_dataset, WindowConfig(state_key="observation.missing"))
 
 

@@ -10,6 +10,7 @@ keeps only the PNG bytes in memory and decodes the frames a sample asks for.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -89,10 +90,11 @@ class RobotDataset:
     def __len__(self) -> int:
         return len(self.episode_index)
 
-    def frames(self, key: str, rows: np.ndarray) -> np.ndarray:
+    def frames(self, key: str, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """uint8 ``(len(rows), H, W, 3)`` frames of camera ``key`` at dataset rows ``rows``."""
         if key not in self.image_keys:
             raise KeyError(f"image key: expected one of {self.image_keys}, got {key!r}")
+        rows = np.asarray(rows, dtype=np.int64)
         if key in self._frames:
             return self._frames[key][rows]
         return np.stack([decode_png(self._encoded[key][r]) for r in np.asarray(rows).ravel()])

@@ -13,10 +13,10 @@ vector unfrozen and seeded), so a layout is a pure function of the seed and the 
 
 Rendering (DESIGN.md s8): offscreen through MuJoCo's own renderer with multisampling off and the
 shadow and reflection passes disabled: ~6 ms a frame at 64 px on one CPU core instead of 70-100 ms,
-with no visible loss. ``MUJOCO_GL`` is set to ``egl`` when the user has not set it, before MuJoCo is
-first imported. Rendering several environments in turn in one process gives black frames unless the
-previous one is closed and garbage-collected: ``close()`` does both, use the environment as a
-context manager.
+with no visible loss. ``MUJOCO_GL`` is set to ``egl`` when the user has not set it, on importing
+``f1kit.sim`` (MuJoCo reads it when first imported). Rendering several environments in turn in one
+process gives black frames unless the previous one is closed and garbage-collected: ``close()``
+does both; use the environment as a context manager.
 """
 
 import gc
@@ -28,6 +28,10 @@ from types import ModuleType
 import numpy as np
 
 from f1kit.sim.tasks import instruction
+
+# MuJoCo picks its GL backend when first imported; whoever imports f1kit.sim before mujoco gets
+# headless EGL unless they chose a backend themselves.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 PROPRIO_DIM = 4
 ENV_STATE_DIM = 39
