@@ -105,17 +105,30 @@ class _Block(nn.Module):
 
 
 class TransformerVelocityNet(nn.Module):
-    """Pre-norm transformer over [context; chunk], bidirectional within the chunk."""
+    """Pre-norm transformer over [context; chunk], bidirectional within the chunk.
+
+    Chunk steps get a learned position embedding (up to ``max_chunk`` steps): attention alone is
+    permutation-equivariant and could not tell the first step of a chunk from the last (the MoT
+    expert gets the same information from RoPE).
+    """
 
     def __init__(
-        self, width: int, depth: int = 2, heads: int = 4, *, adaptive: bool = False
+        self,
+        width: int,
+        depth: int = 2,
+        heads: int = 4,
+        *,
+        adaptive: bool = False,
+        max_chunk: int = 64,
     ) -> None:
         super().__init__()
-        if width < 1 or depth < 1 or heads < 1 or width % heads:
+        if width < 1 or depth < 1 or heads < 1 or width % heads or max_chunk < 1:
             raise ValueError(
-                f"TransformerVelocityNet: need width, depth, heads >= 1 and width % heads == 0, "
-                f"got width={width}, depth={depth}, heads={heads}"
+                f"TransformerVelocityNet: need width, depth, heads, max_chunk >= 1 and "
+                f"width % heads == 0, got width={width}, depth={depth}, heads={heads}, "
+                f"max_chunk={max_chunk}"
             )
+        self.position = nn.Parameter(torch.randn(max_chunk, width) * 0.02)
         self.blocks = nn.ModuleList(_Block(width, heads, adaptive) for _ in range(depth))
         self.out_norm = AdaptiveLayerNorm(width, adaptive)
 
@@ -125,6 +138,10 @@ class TransformerVelocityNet(nn.Module):
         cond: Float[Tensor, "b d"] | None = None,
         context: Float[Tensor, "b n d"] | None = None,
     ) -> Float[Tensor, "b c d"]:
+        c = tokens.shape[1]
+        if c > self.position.shape[0]:
+            raise ValueError(f"tokens: {c} chunk steps exceed max_chunk {self.position.shape[0]}")
+        tokens = tokens + self.position[:c].to(tokens.dtype)
         n_context = 0 if context is None else context.shape[1]
         x = tokens if context is None else torch.cat([context, tokens], dim=1)
         for block in self.blocks:

@@ -52,15 +52,6 @@ def passes(samples: Tensor, reference: Tensor) -> bool:
     return near >= NEAR and cover >= COVER and mmd(samples, reference) <= MMD
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matmuls: a second thread only adds sync cost, and other suites share the 2 cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train(
     seed: int, steps: int = 800
 ) -> tuple[FlowMatchingHead, FlowMatchingHead, torch.Generator]:
