@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from x_transformers import Encoder
 
 from attention import uga_layout
 from mot import ExpertSpec, MoTConfig, MoTLayer, MoTStack, rope_angles, step_inputs
@@ -63,6 +64,68 @@ def test_single_expert_equals_dense_prenorm_transformer(heads: int, kv_heads: in
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
     # The layers do work: the output is far from the normalised input.
     assert not torch.allclose(out, x / x.pow(2).mean(-1, keepdim=True).sqrt(), atol=1e-1)
+
+
+def _xtransformers_encoder(stack: MoTStack) -> Encoder:
+    """An x-transformers Encoder carrying the single-expert stack's weights, converted for its
+    conventions: norm gains stored as gain - 1 (unit offset), interleaved RoPE pairs (2j, 2j+1)
+    instead of (j, j + e/2), KV heads shared by query heads j % g instead of j // (h / g), and
+    the GLU's fused [up, gate] projection with a zero bias."""
+    cfg = stack.config
+    (spec,) = cfg.experts
+    h, g, e, d = cfg.heads, cfg.kv_heads, cfg.head_dim, spec.width
+    encoder = Encoder(
+        dim=d,
+        depth=cfg.depth,
+        heads=h,
+        attn_dim_head=e,
+        attn_kv_heads=g,
+        ff_glu=True,
+        ff_mult=spec.mlp_width / d,
+        ff_no_bias=True,
+        ff_custom_activation=torch.nn.GELU(approximate="tanh"),
+        rotary_pos_emb=True,
+        rotary_emb_dim=e,
+        use_rmsnorm=True,
+    )
+    pairs = torch.stack((torch.arange(e // 2), torch.arange(e // 2) + e // 2), -1).reshape(e)
+    r = h // g
+    head_order = torch.tensor([kv * r + ri for ri in range(r) for kv in range(g)])
+
+    def interleave(w: torch.Tensor, heads: int) -> torch.Tensor:
+        return w.view(heads, e, d)[:, pairs]
+
+    state = {"rotary_pos_emb.inv_freq": encoder.rotary_pos_emb.inv_freq}
+    for i, layer in enumerate(stack.layers):
+        p, a, f = layer.experts[spec.name], f"layers.{2 * i}", f"layers.{2 * i + 1}"
+        state[f"{a}.0.0.g"] = p.attn_norm.weight - 1
+        state[f"{a}.1.to_q.weight"] = interleave(p.q.weight, h)[head_order].reshape(h * e, d)
+        state[f"{a}.1.to_k.weight"] = interleave(p.k.weight, g).reshape(g * e, d)
+        state[f"{a}.1.to_v.weight"] = p.v.weight
+        state[f"{a}.1.to_out.weight"] = p.o.weight.view(d, h, e)[:, head_order].reshape(d, h * e)
+        state[f"{f}.0.0.g"] = p.mlp_norm.weight - 1
+        state[f"{f}.1.ff.0.proj.weight"] = torch.cat((p.mlp.up.weight, p.mlp.gate.weight))
+        state[f"{f}.1.ff.0.proj.bias"] = torch.zeros(2 * spec.mlp_width)
+        state[f"{f}.1.ff.2.weight"] = p.mlp.down.weight
+    state["final_norm.g"] = stack.final_norms[spec.name].weight - 1
+    encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2), (4, 1)])
+def test_single_expert_equals_xtransformers_encoder_with_copied_weights(heads, kv_heads) -> None:
+    cfg = MoTConfig((ExpertSpec("solo", 32, 48, "geglu"),), 2, heads, kv_heads, head_dim=8)
+    stack = random_stack(cfg, seed=kv_heads)
+    encoder = _xtransformers_encoder(stack)
+    x = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(2))
+    mask = torch.tril(torch.ones(7, 7, dtype=torch.bool))
+    with torch.no_grad():
+        (out,) = stack([x], torch.arange(7), mask)
+        expected = encoder(x, attn_mask=mask)
+        # x-transformers' RMSNorm has no eps inside the root: differences of ~1e-6 remain.
+        torch.testing.assert_close(out, expected, atol=5e-5, rtol=5e-5)
+        # Counter-case: the same encoder without the causal mask disagrees: the test can fail.
+        assert not torch.allclose(out, encoder(x), atol=1e-3)
 
 
 def test_dense_reference_detects_a_wrong_rope_convention() -> None:
