@@ -92,6 +92,7 @@ def dense_peer(cfg: MoTConfig, width: int, depth: int) -> Encoder:
         ff_mult=4,
         ff_no_bias=True,
         rotary_pos_emb=True,
+        rotary_emb_dim=cfg.head_dim,  # x-transformers rotates half a head by default; ours all
         use_rmsnorm=True,
     )
 
@@ -194,6 +195,55 @@ def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
             flops_peer=flops_dense,
             mot_overhead_ratio=overhead,
         )
+
+
+def run_cached_step_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
+    """One flow step of the action expert: read-only cached step vs a full uncached forward."""
+    device, dtype = torch.device(args.device), dtype_of(args.dtype)
+    stack = MoTStack(cfg).to(device=device, dtype=dtype)
+    lengths = [layout.expert_lengths().get(s.name, 0) for s in cfg.experts]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    xs = [
+        torch.randn(batch, n, s.width, generator=gen).to(device, dtype)
+        for n, s in zip(lengths, cfg.experts, strict=True)
+    ]
+    actions = layout.expert_slice(ACTION)
+    cache = stack.new_cache(batch, layout.n)
+    mask, positions = step_inputs(layout, device=device)
+    step_mask, step_positions = step_inputs(layout, queries=actions, device=device)
+    prefix_mask, prefix_positions = step_inputs(
+        layout, queries=slice(0, actions.start), device=device
+    )
+    with torch.no_grad():
+        stack([xs[0], xs[1], None], prefix_positions, prefix_mask, cache=cache)
+    only_actions = [None, None, xs[2]]
+    t_step, t_full = timed_pair(
+        (
+            lambda: stack(only_actions, step_positions, step_mask, cache=cache, update_cache=False),
+            [],
+        ),
+        (lambda: stack(xs, positions, mask), []),
+        False,
+        args,
+    )
+    shapes = {
+        "batch": batch,
+        "tokens": layout.n,
+        "step_tokens": actions.stop - actions.start,
+        "depth": cfg.depth,
+        "widths": [s.width for s in cfg.experts],
+    }
+    emit(
+        name,
+        args,
+        shapes,
+        t_step,
+        step_ms=t_step.median_ms,
+        peer="full uncached forward of the same layout",
+        peer_median_ms=t_full.median_ms,
+        peer_iqr_ms=t_full.iqr_ms,
+        speedup=t_full.median_ms / t_step.median_ms,
+    )
 
 
 def pizero_peer(cfg: MoTConfig):
@@ -303,6 +353,9 @@ def main() -> None:
     )
     run_case("mot_small_layer", small_config(quick, 1), layout, batch, args)
     run_case("mot_small_stack", small_config(quick, 2 if quick else 6), layout, batch, args)
+    run_cached_step_case(
+        "mot_small_cached_action_step", small_config(quick, 2 if quick else 6), layout, batch, args
+    )
     run_pizero_case(quick, batch, args)
     if torch.device(args.device).type != "cuda":
         reason = "paper-size configuration runs on CUDA only"
