@@ -61,6 +61,10 @@ class MoTStack(nn.Module):
         cache: a `KVCache` from `new_cache`; this call's K/V are written after its fill pointer.
         update_cache: keep them (append: prefix, foresight scales) or not (read-only: the action
             expert's flow steps, which all attend to the same cached prefix + themselves).
+        backend: override ``config.backend`` for this call.
+        block_mask: a FlexAttention BlockMask of ``mask`` for ``backend="flex"`` (e.g.
+            ``Layout.block_mask(valid)`` for an uncached forward); without it each layer builds
+            one from the dense mask, which is correct but slow.
         """
         batch, lengths = check_expert_inputs(self.config, xs)
         nq = sum(lengths)
