@@ -1,4 +1,4 @@
-"""Flow-matching action head: the Action expert's math around a velocity network (F1 eq. 3-4).
+"""Flow-matching action head: the Action expert's math around a velocity network (F1 sec. 3).
 
 Training (paper convention, DESIGN.md section 4): draw tau ~ p(tau) and eps ~ N(0, I), form
 x_tau = (1 - tau) eps + tau a, and regress the network's velocity on a - eps with an MSE that
@@ -178,6 +178,8 @@ class FlowMatchingHead(nn.Module):
             noise = torch.randn(
                 padded.shape, generator=generator, dtype=padded.dtype, device=padded.device
             )
+        elif noise.shape != padded.shape:
+            raise ValueError(f"noise: expected {list(padded.shape)}, got {list(noise.shape)}")
         noisy = Convention.PAPER.interpolate(noise, padded, tau)
         target = Convention.PAPER.target(noise, padded)
         context = self._context(state, context)
@@ -221,6 +223,9 @@ class FlowMatchingHead(nn.Module):
             )
         elif noise.shape[0] != batch:
             raise ValueError(f"noise: expected batch {batch}, got {noise.shape[0]}")
+        for name, cond in (("state", state), ("context", context)):
+            if cond is not None and cond.shape[0] != batch:
+                raise ValueError(f"{name}: expected batch {batch}, got {cond.shape[0]}")
         context = self._context(state, context)
         net = self._network(network)
 

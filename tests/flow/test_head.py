@@ -261,7 +261,11 @@ def test_bad_config_names_the_field(kwargs: dict, match: str):
 
 
 def test_wrong_chunk_shape_and_oversized_normalizer_are_refused():
-    head = make_head()
+    head = make_head(state_dim=2)
+    with pytest.raises(ValueError, match="noise"):
+        head.loss(torch.randn(2, 4, 3), noise=torch.randn(2, 4, 3))  # must be the padded shape
+    with pytest.raises(ValueError, match="state: expected batch 3"):
+        head.sample(3, state=torch.randn(2, 2))
     with pytest.raises(ValueError, match=r"expected \[b, 4, 5\]"):
         head.loss(torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match="do not fit"):

@@ -148,16 +148,20 @@ def test_static_output_buffer_network_is_safe(method: str):
 
 
 class _Allocations(TorchDispatchMode):
-    """Counts ops that create a new tensor (not in-place, no out=), outside the velocity call."""
+    """Counts ops that create a new tensor (not in-place, no out=) outside the velocity call,
+    and device-to-host reads (``.item()``, ``bool(t)``), which would break CUDA-graph capture."""
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
+        self.host_reads = 0
         self.inside_velocity = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func._schema.name
+        if name in ("aten::_local_scalar_dense", "aten::is_nonzero"):
+            self.host_reads += 1
         views = ("aten::expand", "aten::view", "aten::alias", "aten::detach")
         in_place = name.endswith("_") or "out" in kwargs or name in views
         if not self.inside_velocity and not in_place:
@@ -165,7 +169,7 @@ class _Allocations(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def allocations(solver_call, steps: int) -> int:
+def allocations(solver_call, steps: int) -> _Allocations:
     mode = _Allocations()
 
     def velocity(y: Tensor, t: Tensor) -> Tensor:
@@ -178,24 +182,30 @@ def allocations(solver_call, steps: int) -> int:
     x0 = torch.randn(4, 5)
     with mode:
         solver_call(velocity, x0, steps)
-    return mode.count
+    return mode
 
 
 @pytest.mark.parametrize("method", NATIVE_METHODS)
-def test_native_loop_allocates_nothing_per_step(method: str):
+def test_native_loop_allocates_nothing_per_step_and_never_syncs(method: str):
     def native(v, x0, steps):
         return ODESolver(method, steps)(v, x0)
 
-    assert allocations(native, 2) == allocations(native, 20)
+    assert allocations(native, 2).count == allocations(native, 20).count
+    assert allocations(native, 20).host_reads == 0
 
-    # Counter-case: the obvious out-of-place loop allocates every step, and the probe sees it.
+    # Counter-case: the obvious out-of-place loop allocates every step, and a loop that reads
+    # tau back to the host syncs every step; the probe sees both.
     def naive(v, x0, steps):
-        x = x0
-        for i in range(steps):
-            x = x + v(x, torch.tensor(i / steps)) / steps
+        x, tau = x0, torch.zeros(())
+        for _ in range(steps):
+            x = x + v(x, tau) / steps
+            tau = tau + 1 / steps
+            if tau.item() > 1:
+                break
         return x
 
-    assert allocations(naive, 20) > allocations(naive, 2) + 18
+    assert allocations(naive, 20).count > allocations(naive, 2).count + 18
+    assert allocations(naive, 20).host_reads == 20
 
 
 def test_bfloat16_state_keeps_float32_time():
