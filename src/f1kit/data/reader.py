@@ -189,10 +189,13 @@ def read_dataset(
 
     stats_path = root / STATS_PATH
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    # Only what stats.json lacks is computed (quantiles over every pixel are not free).
     for key, arr in numeric.items():
-        stats.setdefault(key, numeric_stats(arr))
+        if key not in stats:
+            stats[key] = numeric_stats(arr)
     for key in frames:
-        stats.setdefault(key, image_stats(frames[key]))
+        if key not in stats:
+            stats[key] = image_stats(frames[key])
     return RobotDataset(
         root=root,
         info=info,

@@ -1,0 +1,197 @@
+"""Meta-World demo generation and the F1 training-window loader on CPU.
+
+Records (one JSON line each):
+
+* ``demo_generation``: expert demos with cameras, frames/s; peer: the same demos without
+  rendering (the simulator + expert alone).
+* ``render``: one camera frame at the fast settings (no MSAA, shadows, reflections), ms/frame;
+  peer: MuJoCo's default settings on the same scene (DESIGN.md s8: 70-100 ms at defaults).
+* ``frame_decode``: reading every frame of the generated dataset, PNG-in-parquet (our storage) vs
+  H.264 MP4 (LeRobot's video storage), ms/frame; this is the measurement behind the PNG choice.
+* ``window_loader``: batches of F1 windows (4 history frames, current, foresight, chunk of 4
+  actions) from the in-memory uint8 cache, samples/s; peers: lazy PNG decoding, and one training
+  step (forward + backward + AdamW) of a 1.6 M-parameter CNN behaviour-cloning policy on the same
+  batch: loading must stay well below it.
+
+    python benchmarks/data.py            # MT10-like: 3 tasks x 3 demos at 64 px
+    python benchmarks/data.py --quick    # 1 task x 1 demo at 32 px (< 20 s)
+"""
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from f1kit.data import (
+    WeightedGroupSampler,
+    WindowConfig,
+    WindowedDataset,
+    has_video_codec,
+    read_dataset,
+    write_dataset,
+)
+from harness import emit, measure, parse_args
+
+
+def extra(p) -> None:
+    p.add_argument("--size", type=int, default=None, help="image side (default 64, quick 32)")
+    p.add_argument("--batch", type=int, default=32)
+
+
+def bc_policy(size: int) -> nn.Module:
+    """A plain CNN behaviour-cloning net (~1.6 M parameters at 64 px): DESIGN.md s8's reference."""
+    feat = 64 * (size // 8) ** 2
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(feat, 384),
+        nn.ReLU(),
+        nn.Linear(384, 16),
+    )
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], extra)
+    logging.basicConfig(level=logging.WARNING)
+    if args.device != "cpu":
+        logging.warning("data benchmarks run on the CPU; --device %s ignored", args.device)
+        args.device = "cpu"
+    try:
+        from f1kit.sim import DemoConfig, MetaWorldEnv, generate_demos, load_simulator
+
+        _, mujoco = load_simulator()
+    except ImportError as err:
+        emit("data", args, {}, None, skipped=f"Meta-World not installed: {err}")
+        return
+    size = args.size or (32 if args.quick else 64)
+    tasks = (
+        ("reach-v3",) if args.quick else ("reach-v3", "drawer-open-v3", "button-press-topdown-v3")
+    )
+    episodes = 1 if args.quick else 3
+    tmp = Path(tempfile.mkdtemp(prefix="f1kit-bench-"))
+
+    # Demo generation, with and without cameras (one in-process worker: a per-core figure).
+    config = DemoConfig(tasks=tasks, episodes=episodes, size=size, seed=0, workers=1)
+    result = {}
+
+    def generate() -> None:
+        result["r"] = generate_demos(config, tmp / "demos", progress=False, overwrite=True)
+
+    timing = measure(generate, "cpu", repeats=1, warmup=0)
+    frames = result["r"].frames
+    blind = DemoConfig(tasks=tasks, episodes=episodes, cameras=(), seed=0, workers=1)
+    peer = measure(lambda: generate_demos(blind, progress=False), "cpu", repeats=1, warmup=0)
+    emit(
+        "demo_generation",
+        args,
+        {"tasks": len(tasks), "episodes": episodes, "size": size, "frames": frames, "workers": 1},
+        timing,
+        frames_per_s=frames / (timing.median_ms / 1e3),
+        peer="same demos without rendering",
+        peer_frames_per_s=frames / (peer.median_ms / 1e3),
+    )
+
+    # One frame: fast settings vs MuJoCo defaults on the same scene.
+    with MetaWorldEnv("drawer-open-v3", ("corner",), size) as env:
+        env.reset(seed=1)
+        fast = measure(env.render, "cpu", args.repeats, args.warmup)
+        model, data = env._env.model, env._env.data
+        model.vis.quality.offsamples = 4
+        default = mujoco.Renderer(model, size, size)
+
+        def render_default() -> None:
+            default.update_scene(data, camera="corner")
+            default.render()
+
+        slow = measure(render_default, "cpu", max(1, args.repeats // 4), 0 if args.quick else 1)
+        default.close()
+    emit(
+        "render",
+        args,
+        {"size": size, "cameras": 1},
+        fast,
+        ms_per_frame=fast.median_ms,
+        peer="MuJoCo default render settings",
+        peer_ms_per_frame=slow.median_ms,
+    )
+
+    # Decoding the stored frames: PNG in parquet vs H.264 MP4.
+    ds = read_dataset(tmp / "demos")
+    n = len(ds)
+    if has_video_codec():
+        episodes_back = [ds.episode(i) for i in range(ds.num_episodes)]
+        write_dataset(tmp / "video", episodes_back, fps=ds.fps, images="video")
+        png = measure(lambda: read_dataset(tmp / "demos"), "cpu", 3 if args.quick else 5, 1)
+        mp4 = measure(lambda: read_dataset(tmp / "video"), "cpu", 3 if args.quick else 5, 1)
+        png_bytes = sum(f.stat().st_size for f in (tmp / "demos" / "data").rglob("*.parquet"))
+        mp4_bytes = sum(f.stat().st_size for f in (tmp / "video").rglob("*.mp4"))
+        emit(
+            "frame_decode",
+            args,
+            {"frames": n, "size": size},
+            png,
+            ms_per_frame=png.median_ms / n,
+            bytes_per_frame=png_bytes / n,
+            peer="H.264 MP4 (LeRobot video storage), whole dataset read",
+            peer_ms_per_frame=mp4.median_ms / n,
+            peer_bytes_per_frame=mp4_bytes / n,
+        )
+    else:
+        emit("frame_decode", args, {"frames": n}, None, skipped="PyAV with libx264 not installed")
+
+    # Windowed batches vs one CPU training step on the same batch.
+    window = WindowConfig(chunk=4)
+    eager = WindowedDataset(ds, window)
+    lazy = WindowedDataset(read_dataset(tmp / "demos", decode="lazy"), window)
+    b = args.batch
+
+    def loader(data: WindowedDataset):
+        sampler = WeightedGroupSampler(data.groups("task"), num_samples=10**6, seed=0)
+        return iter(DataLoader(data, batch_size=b, sampler=sampler))
+
+    it_eager, it_lazy = loader(eager), loader(lazy)
+    load = measure(lambda: next(it_eager), "cpu", args.repeats, args.warmup)
+    load_lazy = measure(lambda: next(it_lazy), "cpu", args.repeats, args.warmup)
+    net = bc_policy(size)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    batch = next(it_eager)
+
+    def train_step() -> None:
+        images = batch["images"][:, 0].float() / 255.0
+        loss = (net(images) - batch["action"].flatten(1)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step = measure(train_step, "cpu", args.repeats, args.warmup)
+    params = sum(p.numel() for p in net.parameters())
+    emit(
+        "window_loader",
+        args,
+        {
+            "batch": b,
+            "history": list(window.history),
+            "chunk": window.chunk,
+            "size": size,
+            "dataset_frames": n,
+        },
+        load,
+        samples_per_s=b / (load.median_ms / 1e3),
+        lazy_png_samples_per_s=b / (load_lazy.median_ms / 1e3),
+        peer=f"train step of a {params / 1e6:.2f} M-param CNN BC policy on the same batch",
+        peer_train_step_ms=step.median_ms,
+        load_fraction_of_step=load.median_ms / step.median_ms,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
