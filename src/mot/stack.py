@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
 
-from attention import Backend
+from attention import Backend, create_flex_block_mask, dense_mask_mod
 from mot.cache import KVCache
 from mot.config import MoTConfig
-from mot.layer import ExpertInputs, ExpertOutputs, MoTLayer, check_expert_inputs
+from mot.layer import ExpertInputs, ExpertOutputs, MoTLayer, check_expert_inputs, check_mask
 from mot.norm import RMSNorm
 from mot.rope import rope_angles
 
@@ -64,7 +64,7 @@ class MoTStack(nn.Module):
         backend: override ``config.backend`` for this call.
         block_mask: a FlexAttention BlockMask of ``mask`` for ``backend="flex"`` (e.g.
             ``Layout.block_mask(valid)`` for an uncached forward); without it each layer builds
-            one from the dense mask, which is correct but slow.
+            one from the dense mask once per forward (correct, slower to build).
         """
         batch, lengths = check_expert_inputs(self.config, xs)
         nq = sum(lengths)
@@ -76,7 +76,11 @@ class MoTStack(nn.Module):
             if cache.depth != self.config.depth:
                 raise ValueError(f"cache: has {cache.depth} layers, the stack {self.config.depth}")
             cache.check_step(nq, batch)
+        past = 0 if cache is None else cache.length
+        mask = check_mask(mask, batch, nq, past + nq)
         cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_base)
+        if (backend or self.config.backend) == "flex" and block_mask is None and mask is not None:
+            block_mask = self._flex_block_mask(mask, batch)
         for i, layer in enumerate(self.layers):
             xs = layer(
                 xs, cos, sin, mask, cache=cache, index=i, backend=backend, block_mask=block_mask
@@ -87,6 +91,13 @@ class MoTStack(nn.Module):
             x if n == 0 else self.final_norms[spec.name](x)
             for spec, x, n in zip(self.config.experts, xs, lengths, strict=True)
         ]
+
+    @staticmethod
+    def _flex_block_mask(mask: Tensor, batch: int) -> object:
+        """One BlockMask for all layers (attend would otherwise build one per layer)."""
+        full = mask.expand(batch, -1, -1)
+        nq, nk = full.shape[-2:]
+        return create_flex_block_mask(dense_mask_mod(full), batch, None, nq, nk, full.device)
 
     def new_cache(
         self,
