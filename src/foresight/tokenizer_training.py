@@ -143,7 +143,7 @@ def train_tokenizer(
             if perceptual is not None:
                 perc = perceptual(out.reconstruction, images).mean()
                 loss = loss + cfg.perceptual_weight * perc
-                metrics["perceptual"] = float(perc)
+                metrics["perceptual"] = float(perc.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
