@@ -1,9 +1,9 @@
 """The training loop: a short run on moving coloured shapes, and what trained weights guarantee.
 
-Measured on a shared 2-core CPU (seeds 0, 1, 2; 250 steps, batch 16, 16 px, ~15-50 s depending on
-load): held-out MSE falls by a factor 4.4 / 5.0 / (see report) from the untrained model, and ends
-at 0.58-0.66x the MSE of the per-image mean-colour baseline. The thresholds below (factor >= 2.5,
-<= 0.85x baseline) keep a wide margin.
+Measured on a shared 2-core CPU (model seed = data seed = 0, 1, 2; 250 steps, batch 16, 16 px;
+15-50 s depending on load): held-out MSE falls by a factor 4.37 / 4.99 / 3.67 from the untrained
+model and ends at 0.58 / 0.66 / 0.83x the MSE of the per-image mean-colour baseline. The test runs
+seed 0 against factor >= 2.5 and <= 0.92x baseline.
 """
 
 import pytest
@@ -74,7 +74,7 @@ def test_training_lowers_reconstruction_error(trained):
     mean_colour = mse(test.mean(dim=(2, 3), keepdim=True).expand_as(test), test)
     assert before / after >= 2.5, (before, after)
     # More than colour: the tokens carry the shapes' layout.
-    assert after <= 0.85 * mean_colour, (after, mean_colour)
+    assert after <= 0.92 * mean_colour, (after, mean_colour)
     assert len(history) == STEPS and calls == list(range(STEPS))
     late = history[-25:]
     assert sum(h["usage"] for h in late) / 25 > 0.3
