@@ -4,6 +4,8 @@ Sampling: one 50 x 32 action chunk (pi0's chunk and padded action dim), 1 / 5 / 
 each method both backends run on the same network and noise; the peer figure is torchdiffeq's
 latency and ``overhead`` = torchdiffeq / native. On CUDA a native solve is also captured in a
 CUDA graph and replayed (launch-bound small chunks are its target, DESIGN.md section 6).
+Solver overhead: the same solves on a near-free velocity field (x * -0.5), per-step cost of
+each backend without the network.
 Training: forward + backward + AdamW step of the masked flow-matching loss, chunks/s.
 
     .venv/bin/python benchmarks/flow.py [--quick] [--device cuda] [--dtype bfloat16]
@@ -75,6 +77,37 @@ def bench_sampling(args, head: FlowMatchingHead, shapes: dict) -> None:
                 overhead=peer.median_ms / native.median_ms,
             )
     bench_cuda_graph(args, head, noise, shapes)
+    bench_solver_overhead(args, noise, shapes, steps_list, methods)
+
+
+def bench_solver_overhead(args, noise: torch.Tensor, shapes: dict, steps_list, methods) -> None:
+    """The solvers alone: a near-free velocity field isolates each backend's per-step cost."""
+    decay = torch.tensor(-0.5, device=noise.device, dtype=noise.dtype)
+
+    def velocity(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        return x * decay
+
+    for method in methods:
+        steps = max(steps_list)
+        timings = {}
+        for backend in ("native", "torchdiffeq"):
+            solver = ODESolver(method, steps, backend=backend)
+
+            def run(solver: ODESolver = solver) -> None:
+                solver(velocity, noise)
+
+            timings[backend] = measure(run, args.device, args.repeats, args.warmup)
+        native, peer = timings["native"], timings["torchdiffeq"]
+        emit(
+            "flow.solver_overhead",
+            args,
+            {"chunk": args.chunk, "action_dim": args.action_dim, "method": method, "steps": steps},
+            native,
+            us_per_step=native.median_ms * 1e3 / steps,
+            peer="torchdiffeq.odeint",
+            peer_us_per_step=peer.median_ms * 1e3 / steps,
+            overhead=peer.median_ms / native.median_ms,
+        )
 
 
 def bench_cuda_graph(args, head: FlowMatchingHead, noise: torch.Tensor, shapes: dict) -> None:
