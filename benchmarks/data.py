@@ -18,6 +18,7 @@ Records (one JSON line each):
 """
 
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -191,6 +192,8 @@ def main() -> None:
         peer_train_step_ms=step.median_ms,
         load_fraction_of_step=load.median_ms / step.median_ms,
     )
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from f1kit.data import read_dataset
-from f1kit.sim import DemoConfig, MetaWorldEnv, generate_demos, layout_seed
+from f1kit.sim import MT10, DemoConfig, MetaWorldEnv, generate_demos, layout_seed
 from tests.f1kit.conftest import DEMO_TASKS
 
 pytestmark = pytest.mark.sim
@@ -70,6 +70,7 @@ def test_failures_are_counted_and_not_kept(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_config_errors() -> None:
+    assert DemoConfig(tasks="MT10").tasks == MT10  # set names expand
     with pytest.raises(ValueError, match="episodes"):
         DemoConfig(episodes=0)
     with pytest.raises(ValueError, match="unknown"):

@@ -92,6 +92,7 @@ def test_records_a_side_by_side_video(tmp_path: Path) -> None:
 
 
 def test_config_errors() -> None:
+    assert EvalConfig(tasks="reach-v3,push-v3").tasks == ("reach-v3", "push-v3")
     with pytest.raises(ValueError, match="video_dir"):
         EvalConfig(record=1)
     with pytest.raises(ValueError, match="record"):

@@ -39,7 +39,7 @@ FEATURE_NAMES = {
 class DemoConfig:
     """What to generate: ``episodes`` successful demos of each task, at ``size`` px per camera."""
 
-    tasks: tuple[str, ...] = MT10
+    tasks: tuple[str, ...] | str = MT10  # names, or "MT10" / "MT50"; stored as a tuple
     episodes: int = 10
     cameras: tuple[str, ...] = ("corner",)
     size: int = 64

@@ -53,14 +53,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 class EvalConfig:
     """``episodes`` held-out layouts per task, ``max_steps`` each; ``record`` videos per task."""
 
-    tasks: tuple[str, ...] = ("reach-v3",)
+    tasks: tuple[str, ...] | str = ("reach-v3",)  # names, or "MT10" / "MT50"
     episodes: int = 10
     max_steps: int = 200
     seed: int = 10_000
     cameras: tuple[str, ...] = ("corner",)
     size: int = 64
     record: int = 0
-    video_dir: Path | None = None
+    video_dir: Path | str | None = None
     z: float = 1.96
 
     def __post_init__(self) -> None:
