@@ -28,7 +28,7 @@ from einops import rearrange, repeat
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from flow.convention import Convention
+from flow.convention import Convention, convert_time, convert_velocity
 from flow.normalize import Normalizer
 from flow.padding import pad_to_dim, unpad
 from flow.solvers import ODESolution, ODESolver
@@ -42,7 +42,13 @@ VelocityNetwork = Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
 @dataclass(frozen=True)
 class FlowHeadConfig:
     """action_dim: the (padded) action dim a the head predicts; chunk: steps per chunk c;
-    width: the network's width d; state_dim: adds a state token (one linear projection)."""
+    width: the network's width d; state_dim: adds a state token (one linear projection).
+
+    weights_convention: the time convention the *weights* were trained in. ``Convention.PI0``
+    for weights imported from openpi / the official F1 code: the head then feeds their time
+    t = 1 - tau to the time embedding and negates the network's velocity, so everything outside
+    (loss, solvers) stays in the paper convention and fine-tuning keeps their convention inside.
+    """
 
     action_dim: int
     chunk: int
@@ -51,6 +57,7 @@ class FlowHeadConfig:
     conditioning: Literal["concat", "adanorm"] = "concat"
     min_period: float = 4e-3
     max_period: float = 4.0
+    weights_convention: Convention = Convention.PAPER
     time_sampler: TimeSampler = field(default_factory=BetaTime)
     solver: ODESolver = field(default_factory=ODESolver)
 
@@ -65,6 +72,11 @@ class FlowHeadConfig:
         if self.state_dim is not None and self.state_dim < 1:
             raise ValueError(
                 f"FlowHeadConfig.state_dim: expected >= 1 or None, got {self.state_dim}"
+            )
+        if not isinstance(self.weights_convention, Convention):
+            raise ValueError(
+                f"FlowHeadConfig.weights_convention: expected a Convention, "
+                f"got {self.weights_convention!r}"
             )
         if self.conditioning not in ("concat", "adanorm"):
             raise ValueError(
@@ -82,6 +94,10 @@ class FlowMatchingHead(nn.Module):
                                 TransformerVelocityNet(128))
         loss = head.loss(actions, generator=g)          # actions [b 8 7]
         chunk = head.sample(4, generator=g).sample      # [4 8 7]
+
+    ``normalizer`` / ``state_normalizer`` (optional) hold the data stats as buffers, so they are
+    saved with the weights: raw actions and states go in, ``loss`` normalises and zero-pads them,
+    ``sample`` returns raw-unit actions cut to the robot's own dims.
     """
 
     def __init__(
@@ -89,6 +105,7 @@ class FlowMatchingHead(nn.Module):
         config: FlowHeadConfig,
         network: nn.Module | None = None,
         normalizer: Normalizer | None = None,
+        state_normalizer: Normalizer | None = None,
     ) -> None:
         super().__init__()
         d, a = config.width, config.action_dim
@@ -97,6 +114,12 @@ class FlowMatchingHead(nn.Module):
         if normalizer is not None and normalizer.dim > a:
             raise ValueError(f"normalizer: {normalizer.dim} dims exceed action_dim {a}")
         self.normalizer = normalizer
+        if state_normalizer is not None and (config.state_dim or 0) < state_normalizer.dim:
+            raise ValueError(
+                f"state_normalizer: {state_normalizer.dim} dims need state_dim >= that, "
+                f"got {config.state_dim}"
+            )
+        self.state_normalizer = state_normalizer
         self.action_in = nn.Linear(a, d)
         if config.conditioning == "concat":
             self.time_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, d))
@@ -141,8 +164,9 @@ class FlowMatchingHead(nn.Module):
     ) -> Float[Tensor, "b c a"]:
         """v(x_tau, tau) in the paper convention: an estimate of a - eps."""
         net = self._network(network)
-        tokens, cond = self.embed(noisy, tau)
-        return self.project(net(tokens, cond, context))
+        own = self.config.weights_convention
+        tokens, cond = self.embed(noisy, convert_time(tau, Convention.PAPER, own))
+        return convert_velocity(self.project(net(tokens, cond, context)), own, Convention.PAPER)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -163,6 +187,8 @@ class FlowMatchingHead(nn.Module):
 
         actions: raw actions (normalised here when the head has a normalizer) with a <=
             action_dim features; missing features are zero-padded and masked out.
+        state: raw proprio state (normalised by ``state_normalizer``, zero-padded to state_dim);
+        context: extra prefix tokens [b n d] the chunk attends to (after the state token).
         action_mask: True for real action dims ([a] or [b a]); chunk_mask: True for real chunk
             steps ([c] or [b c], False past an episode's end). ``tau``/``noise`` override the
             draws (for tests and importance sampling).
@@ -250,6 +276,10 @@ class FlowMatchingHead(nn.Module):
     def _context(self, state: Tensor | None, context: Tensor | None) -> Tensor | None:
         if state is None:
             return context
+        if self.state_normalizer is not None:
+            state = self.state_normalizer(state)
+        if self.config.state_dim is not None:
+            state = pad_to_dim(state, self.config.state_dim)[0]
         token = self.embed_state(state)
         return token if context is None else torch.cat([token, context], dim=1)
 

@@ -8,6 +8,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor
 
 from flow import (
+    Convention,
     FlowHeadConfig,
     FlowMatchingHead,
     MLPVelocityNet,
@@ -274,3 +275,51 @@ def test_wrong_chunk_shape_and_oversized_normalizer_are_refused():
         FlowMatchingHead(
             head.config, normalizer=Normalizer(torch.zeros(6), torch.ones(6), "min_max")
         )
+
+
+def test_pi0_weights_convention_runs_their_network_in_our_convention():
+    torch.manual_seed(0)
+    paper = make_head()
+    cfg = FlowHeadConfig(action_dim=5, chunk=4, width=W, weights_convention=Convention.PI0)
+    pi0 = FlowMatchingHead(cfg, paper.network)
+    pi0.load_state_dict(paper.state_dict())  # "imported" weights: the same numbers
+    x, tau = torch.randn(2, 4, 5), torch.tensor([0.25, 0.625])
+    # `paper.velocity` is the raw network here: v_pi0(x, t). Ours must be -v_pi0(x, 1 - tau).
+    assert torch.equal(pi0.velocity(x, tau), -paper.velocity(x, 1 - tau))
+
+    # Sampling == the official loop (t from 1 down, x += dt * v, dt = -1/8) on their network.
+    noise = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        theirs, t = noise.clone(), 1.0
+        for _ in range(8):
+            theirs = theirs + (-1 / 8) * paper.velocity(theirs, torch.full((2,), t))
+            t -= 1 / 8
+        ours = pi0.sample(2, noise=noise, solver=ODESolver("euler", 8)).sample
+    assert torch.equal(ours, theirs)
+
+    # Fine-tuning loss == their loss in their convention: x_t = t eps + (1 - t) a, target eps - a.
+    actions = torch.randn(2, 4, 5)
+    t = 1 - tau
+    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+    theirs_loss = ((paper.velocity(x_t, t) - (noise - actions)) ** 2).mean()
+    torch.testing.assert_close(pi0.loss(actions, tau=tau, noise=noise), theirs_loss)
+    # Counter-case: the same weights read in our convention give another field.
+    assert not torch.allclose(paper.velocity(x, tau), pi0.velocity(x, tau), atol=1e-3)
+
+
+def test_state_normalizer_and_padding_are_applied_before_the_state_token():
+    torch.manual_seed(0)
+    raw_states = torch.randn(64, 2) * torch.tensor([100.0, 0.1]) + 7.0
+    snorm = Normalizer.fit(raw_states, "min_max")
+    plain = make_head(state_dim=4)
+    with_stats = FlowMatchingHead(plain.config, plain.network, state_normalizer=snorm)
+    with_stats.load_state_dict(plain.state_dict(), strict=False)
+    actions, tau, noise = fixed_draws(3, 4, 5)
+    prepared = torch.nn.functional.pad(snorm(raw_states[:3]), (0, 2))
+    torch.testing.assert_close(
+        with_stats.loss(actions, state=raw_states[:3], tau=tau, noise=noise),
+        plain.loss(actions, state=prepared, tau=tau, noise=noise),
+    )
+    assert set(with_stats.state_dict()) >= {"state_normalizer.center", "state_normalizer.scale"}
+    with pytest.raises(ValueError, match="state_normalizer"):
+        FlowMatchingHead(make_head().config, state_normalizer=snorm)  # no state_dim
