@@ -31,7 +31,7 @@ def test_demos_are_successful_and_non_black(demo_root: Path) -> None:
         lo, hi = ds.episode_bounds[e]
         task = DEMO_TASKS[e // 2]
         with MetaWorldEnv(task, cameras=()) as env:
-            obs = env.reset(layouts[task][e % 2])
+            obs, _ = env.reset(layouts[task][e % 2])
             np.testing.assert_allclose(
                 obs["observation.state"], ds.numeric["observation.state"][lo]
             )

@@ -23,9 +23,10 @@ def test_layout_seed_is_a_pure_function_of_seed_task_episode() -> None:
 
 def test_same_seed_same_pixels_other_seed_other_layout() -> None:
     with MetaWorldEnv("reach-v3", cameras=("corner", "topview"), size=32) as env:
-        a = env.reset(seed=5)
-        b = env.reset(seed=5)
-        c = env.reset(seed=6)
+        a, info = env.reset(seed=5)
+        b, _ = env.reset(seed=5)
+        c, _ = env.reset(seed=6)
+        assert info == {"layout_seed": 5}
         assert env.fps == 80
     assert a["observation.images.corner"].shape == (32, 32, 3)
     assert a["observation.environment_state"].shape == (39,) and a["observation.state"].shape == (
@@ -48,7 +49,7 @@ def test_envs_in_turn_render_non_black_frames() -> None:
     means = []
     for task in ("reach-v3", "drawer-open-v3", "reach-v3"):
         with MetaWorldEnv(task, size=24) as env:
-            obs = env.reset(seed=1)
+            obs, _ = env.reset(seed=1)
             obs, *_ = env.step(np.zeros(4, np.float32))
             means.append(obs[KEY].mean())
     assert min(means) > 20, means
@@ -56,7 +57,7 @@ def test_envs_in_turn_render_non_black_frames() -> None:
 
 def test_step_cap_and_bad_input() -> None:
     with MetaWorldEnv("reach-v3", cameras=(), max_steps=3) as env:
-        obs = env.reset(seed=0)
+        obs, _ = env.reset(seed=0)
         assert set(obs) == {"observation.state", "observation.environment_state", "task"}
         flags = [env.step(np.zeros(4, np.float32))[3] for _ in range(3)]
         assert flags == [False, False, True]

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jaxtyping import UInt8
 
 from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH, STATS_PATH, TASKS_PATH, VIDEO_PATH
 from f1kit.data.stats import image_stats, numeric_stats
@@ -90,7 +91,7 @@ class RobotDataset:
     def __len__(self) -> int:
         return len(self.episode_index)
 
-    def frames(self, key: str, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    def frames(self, key: str, rows: np.ndarray | Sequence[int]) -> UInt8[np.ndarray, "n H W 3"]:
         """uint8 ``(len(rows), H, W, 3)`` frames of camera ``key`` at dataset rows ``rows``."""
         if key not in self.image_keys:
             raise KeyError(f"image key: expected one of {self.image_keys}, got {key!r}")

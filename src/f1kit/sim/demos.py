@@ -86,7 +86,7 @@ def run_expert_episode(
     env: MetaWorldEnv, expert: ScriptedExpert, seed: int
 ) -> tuple[bool, Episode]:
     """One expert rollout on layout ``seed``; returns (success, the recorded episode)."""
-    obs = env.reset(seed)
+    obs, _ = env.reset(seed)
     expert.reset()
     rows: dict[str, list[np.ndarray]] = {}
     success = False

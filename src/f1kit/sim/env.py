@@ -71,7 +71,7 @@ class MetaWorldEnv:
     Example::
 
         with MetaWorldEnv("reach-v3", cameras=("corner",), size=64) as env:
-            obs = env.reset(seed=layout_seed(0, "reach-v3", 0))
+            obs, info = env.reset(seed=layout_seed(0, "reach-v3", 0))
             obs, reward, terminated, truncated, info = env.step(np.zeros(4, np.float32))
     """
 
@@ -146,15 +146,16 @@ class MetaWorldEnv:
             "task": self.instruction,
         }
 
-    def reset(self, seed: int) -> dict[str, object]:
-        """Start an episode on the layout drawn from ``seed``; returns the first observation."""
+    def reset(self, seed: int) -> tuple[dict[str, object], dict[str, int]]:
+        """Start an episode on the layout drawn from ``seed``; returns ``(observation, info)``
+        as gymnasium does (a seed is required: it *is* the layout)."""
         env = self._env
         env.seed(int(seed))
         env._freeze_rand_vec = False
         env.seeded_rand_vec = True
         raw, _ = env.reset()
         self._steps = 0
-        return self._observation(raw)
+        return self._observation(raw), {"layout_seed": int(seed)}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, object], float, bool, bool, dict]:
         """Apply one action in [-1, 1]^4 (xyz delta, gripper).

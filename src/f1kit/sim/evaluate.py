@@ -155,7 +155,7 @@ def evaluate(
 def _episode(
     env: MetaWorldEnv, agent: Policy, seed: int, record: bool
 ) -> tuple[bool, int, np.ndarray | None, np.ndarray | None]:
-    obs = env.reset(seed)
+    obs, _ = env.reset(seed)
     agent.reset()
     camera = f"observation.images.{env.cameras[0]}" if env.cameras else None
     frames, second = [], []
