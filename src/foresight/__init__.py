@@ -1,7 +1,19 @@
 """foresight: VAR's multi-scale residual VQ-VAE tokenizer for F1's foresight (DESIGN.md s3)."""
 
+from foresight.aggregator import TemporalAggregator
+from foresight.default_network import (
+    CacheError,
+    DefaultTransformer,
+    TransformerCache,
+    TransformerConfig,
+)
+from foresight.generation import GenerationOutput
+from foresight.generator import GeneratorLoss, NextScaleConfig, NextScaleGenerator
+from foresight.network import TokenNetwork
 from foresight.phi import PhiBank, phi_index, phi_ticks
 from foresight.quantizer import MultiScaleQuantizer, QuantizerOutput
+from foresight.sampling import filter_logits, sample_tokens
+from foresight.scales import ScaleTokenizer
 from foresight.tokenizer_training import TokenizerTrainConfig, code_statistics, train_tokenizer
 from foresight.var_weights import (
     VARWeightsError,
@@ -15,21 +27,34 @@ from foresight.var_weights import (
 from foresight.vqvae import MultiScaleVQVAE, VQVAEConfig, VQVAEOutput
 
 __all__ = [
+    "CacheError",
+    "DefaultTransformer",
+    "GenerationOutput",
+    "GeneratorLoss",
     "MultiScaleQuantizer",
     "MultiScaleVQVAE",
+    "NextScaleConfig",
+    "NextScaleGenerator",
     "PhiBank",
     "QuantizerOutput",
+    "ScaleTokenizer",
+    "TemporalAggregator",
+    "TokenNetwork",
     "TokenizerTrainConfig",
+    "TransformerCache",
+    "TransformerConfig",
     "VARWeightsError",
     "VQVAEConfig",
     "VQVAEOutput",
     "code_statistics",
+    "filter_logits",
     "from_var",
     "load_var_state_dict",
     "ours_to_var",
     "phi_index",
     "phi_ticks",
     "read_var_checkpoint",
+    "sample_tokens",
     "train_tokenizer",
     "var_config",
     "var_to_ours",

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 
 class TemporalAggregator(nn.Module):
-    """Per-token temporal Conv1d (kernel = stride = ``frames``) + projection + position embedding."""
+    """Per-token temporal Conv1d (kernel = stride = ``frames``), projection, position embedding."""
 
     def __init__(self, frames: int, tokens: int, latent_dim: int, width: int) -> None:
         super().__init__()

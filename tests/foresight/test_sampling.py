@@ -1,0 +1,49 @@
+"""Token sampling: top-k / top-p sets, temperature, greedy, seeded frequencies, errors."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foresight.sampling import filter_logits, sample_tokens
+
+
+@settings(max_examples=100)
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 12), p=st.floats(0.05, 1.0))
+def test_filter_keeps_the_smallest_top_k_set_reaching_mass_p(seed, k, p) -> None:
+    logits = torch.randn(12, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    kept = torch.isfinite(filter_logits(logits, top_k=k, top_p=p))
+    order = logits.argsort(descending=True)
+    top = torch.zeros(12, dtype=torch.bool)
+    top[order[:k]] = True
+    assert bool((kept <= top).all())  # never outside the top k
+    probs = logits.masked_fill(~top, float("-inf")).softmax(-1)[order]
+    m = int(kept.sum())  # kept = the m most likely: the first m reach p, the first m-1 do not
+    assert bool(kept[order[:m]].all())
+    assert m == k or float(probs[:m].sum()) >= p - 1e-12
+    assert m == 1 or float(probs[: m - 1].sum()) < p
+
+
+def test_greedy_temperature_and_seeded_frequencies() -> None:
+    logits = torch.tensor([[[0.0, 1.0, 2.0, -1.0]]])
+    assert sample_tokens(logits, None, temperature=0.0).item() == 2
+    g = torch.Generator().manual_seed(0)
+    draws = sample_tokens(logits.expand(1, 20000, 4).contiguous(), g)
+    freq = torch.bincount(draws.flatten(), minlength=4).double() / 20000
+    torch.testing.assert_close(freq, logits[0, 0].double().softmax(-1), atol=0.015, rtol=0)
+    hot = sample_tokens(logits.expand(1, 20000, 4).contiguous(), g, temperature=0.25)
+    assert (hot == 2).double().mean() > 0.95  # low temperature sharpens toward the argmax
+    only = sample_tokens(logits.expand(1, 500, 4).contiguous(), g, top_k=2)
+    assert set(only.flatten().tolist()) == {1, 2}
+    a = sample_tokens(logits.expand(1, 50, 4), torch.Generator().manual_seed(5))
+    b = sample_tokens(logits.expand(1, 50, 4), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p"), ({"temperature": -1.0}, "temperature")],
+)
+def test_bad_settings_are_rejected(kwargs, field) -> None:
+    with pytest.raises(ValueError, match=field):
+        sample_tokens(torch.randn(1, 2, 5), None, **kwargs)
