@@ -9,7 +9,8 @@ Every mode is an affine map y = (x - center) / scale per feature, so the inverse
 ``quantile`` (openpi's choice for pi0-FAST and pi0.5; q_lo = 1 %, q_hi = 99 %) is robust to
 outliers that would squash min_max. A scale below ``eps`` (a constant dim, e.g. a joint that never
 moves) is replaced by 1, so that dim maps to 0 instead of exploding.
-The stats are buffers (they ride along in ``state_dict`` and safetensors checkpoints), and
+The stats are float32 buffers (they ride along in ``state_dict`` and safetensors checkpoints,
+and stay float32 when the model is cast to bf16), and
 :meth:`Normalizer.save` / :meth:`Normalizer.load` write them as a standalone safetensors file.
 """
 
@@ -51,6 +52,15 @@ class Normalizer(nn.Module):
         self.mode = mode
         self.register_buffer("center", center.detach().clone().float())
         self.register_buffer("scale", scale.detach().clone().float())
+
+    def _apply(self, fn, recurse: bool = True) -> "Normalizer":
+        # `model.to(torch.bfloat16)` must not round the stats (bf16 holds 200.3 as 200): keep
+        # them float32 and follow only device moves.
+        center, scale = self.center, self.scale
+        super()._apply(fn, recurse)
+        self.center = center.to(device=self.center.device)
+        self.scale = scale.to(device=self.scale.device)
+        return self
 
     @property
     def dim(self) -> int:

@@ -135,3 +135,16 @@ def test_padding_errors():
         pad_to_dim(torch.zeros(2, 5), 4)
     with pytest.raises(ValueError, match="dim"):
         unpad(torch.zeros(2, 5), 6)
+
+
+def test_casting_the_model_to_bfloat16_keeps_the_stats_exact():
+    x = data() + 200.3
+    norm = Normalizer.fit(x, "mean_std")
+    center = norm.center.clone()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), norm).to(torch.bfloat16)
+    assert model[0].weight.dtype == torch.bfloat16  # the rest of the model is cast
+    assert norm.center.dtype == torch.float32 and torch.equal(norm.center, center)
+    # Counter-case: a plain bf16 buffer would have rounded the stats by far more than float32.
+    assert (center.bfloat16().float() - center).abs().max() > 1e-2
+    y = norm(x.bfloat16())
+    assert y.dtype == torch.bfloat16
