@@ -1,4 +1,4 @@
-"""Flow-matching action head: the Action expert's math around a velocity network (F1 sec. 3).
+"""Flow-matching action head: F1's Action-expert math around a velocity network.
 
 Training (paper convention, DESIGN.md section 4): draw tau ~ p(tau) and eps ~ N(0, I), form
 x_tau = (1 - tau) eps + tau a, and regress the network's velocity on a - eps with an MSE that
@@ -255,11 +255,11 @@ class FlowMatchingHead(nn.Module):
         context = self._context(state, context)
         net = self._network(network)
 
-        def field(x: Tensor, tau: Tensor) -> Tensor:
+        def velocity_field(x: Tensor, tau: Tensor) -> Tensor:
             # tau stays float32 (or wider): the shortest time period, 4e-3, is below bf16's step.
             return self.velocity(x, tau.expand(x.shape[0]), context=context, network=net)
 
-        solution = (solver or self.config.solver)(field, noise)
+        solution = (solver or self.config.solver)(velocity_field, noise)
         out = solution.sample
         if self.normalizer is not None:
             out = self.normalizer.inverse(unpad(out, self.normalizer.dim))
