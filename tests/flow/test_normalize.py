@@ -1,11 +1,11 @@
-"""Normaliser: stats from data, exact inverse, masks, safetensors round trip; padding."""
+"""Normaliser: stats from data, exact inverse, masks, safetensors round trip, dtype casts."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flow import NORM_MODES, Normalizer, pad_to_dim, unpad
+from flow import NORM_MODES, Normalizer
 
 
 def data(seed: int = 0, n: int = 500, a: int = 4) -> torch.Tensor:
@@ -118,23 +118,6 @@ def test_bad_input_is_named(call, match: str):
     # the function body runs; the message names the same parameter.
     with pytest.raises((ValueError, TypeError), match=match):
         call()
-
-
-@given(a=st.integers(1, 6), extra=st.integers(0, 4), lead=st.integers(1, 3))
-def test_pad_then_unpad_round_trips_with_an_exact_mask(a: int, extra: int, lead: int):
-    x = torch.randn(lead, 2, a)
-    padded, mask = pad_to_dim(x, a + extra)
-    assert padded.shape == (lead, 2, a + extra)
-    assert mask.tolist() == [True] * a + [False] * extra
-    assert torch.equal(padded[..., ~mask], torch.zeros(lead, 2, extra))
-    assert torch.equal(unpad(padded, a), x)
-
-
-def test_padding_errors():
-    with pytest.raises(ValueError, match="do not fit"):
-        pad_to_dim(torch.zeros(2, 5), 4)
-    with pytest.raises(ValueError, match="dim"):
-        unpad(torch.zeros(2, 5), 6)
 
 
 def test_casting_the_model_to_bfloat16_keeps_the_stats_exact():
