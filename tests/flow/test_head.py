@@ -323,3 +323,27 @@ def test_state_normalizer_and_padding_are_applied_before_the_state_token():
     assert set(with_stats.state_dict()) >= {"state_normalizer.center", "state_normalizer.scale"}
     with pytest.raises(ValueError, match="state_normalizer"):
         FlowMatchingHead(make_head().config, state_normalizer=snorm)  # no state_dim
+
+
+@pytest.mark.cuda
+def test_head_sampling_is_captured_by_a_cuda_graph():
+    torch.manual_seed(0)
+    head = make_head(state_dim=3).cuda()
+    noise = torch.randn(2, 4, 5, device="cuda")
+    state = torch.randn(2, 3, device="cuda")
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            head.sample(2, noise=noise, state=state)  # warm-up outside the graph
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = head.sample(2, noise=noise, state=state).sample
+        fresh_noise, fresh_state = torch.randn_like(noise), torch.randn_like(state)
+        noise.copy_(fresh_noise)
+        state.copy_(fresh_state)
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = head.sample(2, noise=fresh_noise, state=fresh_state).sample
+    torch.testing.assert_close(static_out, expected)

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from flow import BetaTime, LogitNormalTime, UniformTime, make_time_sampler
+from flow import (
+    BetaTime,
+    Convention,
+    LogitNormalTime,
+    UniformTime,
+    convert_time,
+    make_time_sampler,
+)
 
 N = 20_000
 # Kolmogorov-Smirnov critical distance at the 0.1 % level for N samples: 1.95 / sqrt(N).
@@ -37,6 +44,9 @@ def test_pi0_beta_time_has_the_closed_form_law_and_mass_toward_noise():
     # Mass toward the noise end, tau = 0 in the paper convention: E[tau] = 0.999 * 0.4.
     assert tau.mean().item() == pytest.approx(0.3996, abs=0.01)
     assert (tau < 0.5).float().mean().item() > 0.6
+    # In pi0's own time t = 1 - tau this is openpi's draw: t = 0.001 + 0.999 * s in [0.001, 1].
+    t = convert_time(tau, Convention.PAPER, Convention.PI0)
+    assert t.min() >= 0.001 - 1e-6 and t.max() <= 1.0
     # Counter-case: the mirrored law (pi0's own t) fails the same KS test.
     assert ks_distance(1 - tau, cdf) > 10 * KS
 
