@@ -96,8 +96,7 @@ class Normalizer(nn.Module):
             if mode == "min_max":
                 lo, hi = rows.min(0).values, rows.max(0).values
             else:
-                q = torch.tensor([lo_q, hi_q], dtype=rows.dtype, device=rows.device)
-                lo, hi = torch.quantile(rows, q, dim=0)
+                lo, hi = _quantile(rows, lo_q), _quantile(rows, hi_q)
             center, scale = (hi + lo) / 2, (hi - lo) / 2
         # A (near-)constant dim carries no information: map it to center -> 0 with unit scale.
         scale = torch.where(scale > eps, scale, torch.ones_like(scale))
@@ -137,3 +136,15 @@ class Normalizer(nn.Module):
     def _check(self, x: Tensor) -> None:
         if x.shape[-1] != self.dim:
             raise ValueError(f"last axis: expected {self.dim} features, got {x.shape[-1]}")
+
+
+def _quantile(rows: Tensor, q: float) -> Tensor:
+    """Per-column q-quantile with linear interpolation (torch.quantile's default), from two
+    order statistics: torch.quantile refuses inputs over 2^24 rows, a robot dataset is not."""
+    pos = q * (rows.shape[0] - 1)
+    below, frac = int(pos), pos - int(pos)
+    lo = rows.kthvalue(below + 1, dim=0).values
+    if frac == 0.0:
+        return lo
+    hi = rows.kthvalue(below + 2, dim=0).values
+    return lo + frac * (hi - lo)

@@ -131,3 +131,20 @@ def test_casting_the_model_to_bfloat16_keeps_the_stats_exact():
     assert (center.bfloat16().float() - center).abs().max() > 1e-2
     y = norm(x.bfloat16())
     assert y.dtype == torch.bfloat16
+
+
+@given(
+    n=st.integers(2, 300),
+    lo_q=st.floats(0, 0.49),
+    hi_q=st.floats(0.51, 1),
+    seed=st.integers(0, 100),
+)
+def test_quantile_stats_match_torch_quantile(n: int, lo_q: float, hi_q: float, seed: int):
+    # Ours uses order statistics (no 2^24-row limit); it must be torch.quantile's 'linear' rule.
+    x = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    norm = Normalizer.fit(x, "quantile", quantiles=(lo_q, hi_q))
+    ref = torch.quantile(x, torch.tensor([lo_q, hi_q], dtype=torch.float64), dim=0)
+    center, scale = (ref[1] + ref[0]) / 2, (ref[1] - ref[0]) / 2
+    scale = torch.where(scale > 1e-6, scale, torch.ones_like(scale))
+    torch.testing.assert_close(norm.center, center.float())
+    torch.testing.assert_close(norm.scale, scale.float())
