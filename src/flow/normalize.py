@@ -14,6 +14,7 @@ and stay float32 when the model is cast to bf16), and
 :meth:`Normalizer.save` / :meth:`Normalizer.load` write them as a standalone safetensors file.
 """
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -99,6 +100,33 @@ class Normalizer(nn.Module):
                 lo, hi = _quantile(rows, lo_q), _quantile(rows, hi_q)
             center, scale = (hi + lo) / 2, (hi - lo) / 2
         # A (near-)constant dim carries no information: map it to center -> 0 with unit scale.
+        scale = torch.where(scale > eps, scale, torch.ones_like(scale))
+        return cls(center, scale, mode)
+
+    @classmethod
+    def from_stats(
+        cls, stats: Mapping[str, Sequence[float] | Tensor], mode: NormMode, *, eps: float = 1e-6
+    ) -> "Normalizer":
+        """From precomputed per-feature stats, as LeRobot's ``meta/stats.json`` and openpi's
+        ``norm_stats.json`` store them: ``mean``/``std``, ``min``/``max`` or ``q01``/``q99``."""
+        if mode not in NORM_MODES:
+            raise ValueError(f"mode: expected one of {NORM_MODES}, got {mode!r}")
+        keys = {"mean_std": ("mean", "std"), "min_max": ("min", "max"), "quantile": ("q01", "q99")}
+        missing = [k for k in keys[mode] if k not in stats]
+        if missing:
+            raise ValueError(f"stats: mode {mode!r} needs keys {keys[mode]}, missing {missing}")
+        first, second = (torch.as_tensor(stats[k], dtype=torch.float64) for k in keys[mode])
+        if first.ndim != 1 or first.shape != second.shape:
+            raise ValueError(
+                f"stats: {keys[mode]} must be 1-D of equal length, "
+                f"got {tuple(first.shape)} and {tuple(second.shape)}"
+            )
+        if mode == "mean_std":
+            center, scale = first, second
+        else:
+            center, scale = (second + first) / 2, (second - first) / 2
+        if bool((scale < 0).any()):
+            raise ValueError(f"stats: {keys[mode][1]} must not be below {keys[mode][0]}")
         scale = torch.where(scale > eps, scale, torch.ones_like(scale))
         return cls(center, scale, mode)
 

@@ -148,3 +148,25 @@ def test_quantile_stats_match_torch_quantile(n: int, lo_q: float, hi_q: float, s
     scale = torch.where(scale > 1e-6, scale, torch.ones_like(scale))
     torch.testing.assert_close(norm.center, center.float())
     torch.testing.assert_close(norm.scale, scale.float())
+
+
+def test_from_stats_reads_lerobot_and_openpi_style_dicts_like_fit_computes_them():
+    x = data().double()
+    lerobot = {  # lists, as json.load returns them
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "min": x.min(0).values.tolist(),
+        "max": x.max(0).values.tolist(),
+        "q01": torch.quantile(x, 0.01, dim=0).tolist(),
+        "q99": torch.quantile(x, 0.99, dim=0).tolist(),
+    }
+    for mode in NORM_MODES:
+        loaded, fitted = Normalizer.from_stats(lerobot, mode), Normalizer.fit(x, mode)
+        torch.testing.assert_close(loaded.center, fitted.center)
+        torch.testing.assert_close(loaded.scale, fitted.scale)
+    with pytest.raises(ValueError, match="missing"):
+        Normalizer.from_stats({"mean": [0.0]}, "mean_std")
+    with pytest.raises(ValueError, match="below"):
+        Normalizer.from_stats({"min": [1.0], "max": [0.0]}, "min_max")
+    with pytest.raises(ValueError, match="equal length"):
+        Normalizer.from_stats({"mean": [0.0, 1.0], "std": [1.0]}, "mean_std")
