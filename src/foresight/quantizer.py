@@ -118,7 +118,7 @@ class MultiScaleQuantizer(nn.Module):
         h = rearrange(self.codebook(indices), "b (y x) z -> b z y x", y=s).contiguous()
         if s != size:
             h = F.interpolate(h, size=(size, size), mode="bicubic")
-        return self.phi(h.float(), k, self.num_scales)
+        return self.phi(h, k, self.num_scales)
 
     def _check_latent(self, f: Tensor) -> None:
         if (
@@ -156,7 +156,9 @@ class MultiScaleQuantizer(nn.Module):
         """Training pass: quantize all scales, VQ loss, straight-through f_hat, usage stats."""
         self._check_latent(f)
         with torch.autocast(device_type=f.device.type, enabled=False):
-            f = f.float()
+            # In the codebook's dtype: float32 unless the caller cast the quantizer (VAR keeps it
+            # in float32 under mixed precision).
+            f = f.to(self.codebook.weight.dtype)
             f_ng = f.detach()
             rest, f_hat = f_ng.clone(), torch.zeros_like(f_ng)
             loss = f.new_zeros(())
@@ -194,7 +196,7 @@ class MultiScaleQuantizer(nn.Module):
 
     def _pyramid(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         self._check_latent(f)
-        f = f.float()
+        f = f.to(self.codebook.weight.dtype)
         rest, f_hat = f.clone(), torch.zeros_like(f)
         indices, f_hats = [], []
         for k, s in enumerate(self.scales):

@@ -187,8 +187,12 @@ class MultiScaleVQVAE(nn.Module):
     def decode_latent(
         self, f_hat: Float[Tensor, "b z hl wl"], clamp: bool = True
     ) -> Float[Tensor, "b ch H W"]:
-        """decoder(post_quant_conv(f_hat)), clamped to [-1, 1] unless ``clamp=False``."""
-        out = self.decoder(self.post_quant_conv(f_hat))
+        """decoder(post_quant_conv(f_hat)), clamped to [-1, 1] unless ``clamp=False``.
+
+        f_hat is cast to the decoder's dtype (the quantizer may run in float32 under a bfloat16
+        autoencoder).
+        """
+        out = self.decoder(self.post_quant_conv(f_hat.to(self.post_quant_conv.weight.dtype)))
         return out.clamp(-1, 1) if clamp else out
 
     # ---- token API -------------------------------------------------------------------------

@@ -85,6 +85,24 @@ def test_training_forward():
     assert vae.quantizer.codebook.weight.grad.abs().sum() > 0
 
 
+@torch.no_grad()
+def test_mixed_precision_autoencoder_with_float32_quantizer():
+    vae = tiny_model()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    reference = vae.encode_latent(x)
+    vae.to(torch.bfloat16).quantizer.float()
+    tokens = vae.encode(x.bfloat16())
+    assert vae.running_reconstruction(tokens)[-1].dtype == torch.float32
+    image = vae.decode(tokens)
+    assert image.dtype == torch.bfloat16 and image.shape == x.shape
+    # The bfloat16 latent is quantized in float32; it stays close to the float32 latent.
+    torch.testing.assert_close(
+        vae.encode_latent(x.bfloat16()).float(), reference, atol=0.1, rtol=0.1
+    )
+    whole = tiny_model().to(torch.bfloat16)  # everything in bfloat16 also runs end to end
+    assert whole.decode(whole.encode(x.bfloat16())).dtype == torch.bfloat16
+
+
 def test_bad_images_are_named():
     vae = tiny_model()
     with pytest.raises(ValueError, match=r"images: expected \[b, 3, 16, 16\]"):
