@@ -71,7 +71,7 @@ def code_statistics(hits: Float[Tensor, "k v"]) -> tuple[float, float]:
     return float((counts > 0).float().mean()), float(entropy.exp())
 
 
-def _batches(data: Iterable[Tensor]) -> Iterator[Tensor]:
+def _batches(data: Iterable[object]) -> Iterator[object]:
     """Endless batches: re-iterates an iterable (a DataLoader), drains a one-shot iterator."""
     one_shot = iter(data) is data
     while True:
@@ -85,7 +85,7 @@ def _batches(data: Iterable[Tensor]) -> Iterator[Tensor]:
 
 def train_tokenizer(
     model: MultiScaleVQVAE,
-    data: Iterable[Tensor],
+    data: Iterable[object],
     steps: int | None = None,
     lr: float | None = None,
     seed: int | None = None,
@@ -93,9 +93,13 @@ def train_tokenizer(
     config: TokenizerTrainConfig | None = None,
     callback: Callback | None = None,
     perceptual: Perceptual | None = None,
+    images_of: Callable[[object], Tensor] | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``model`` on image batches [b, ch, H, W] in [-1, 1]; returns per-step metrics.
+
+    images_of: turns each item of ``data`` into such a batch (e.g. picks a camera key of a
+        LeRobot batch and maps [0, 1] to [-1, 1]); items must already be image tensors without it.
 
     ``steps``/``lr``/``seed`` override the same fields of ``config``. The run is seeded (dropout
     and dead-code draws) without disturbing the caller's global RNG state.
@@ -131,7 +135,15 @@ def train_tokenizer(
         task = bar.add_task("train", total=cfg.steps, mse=float("nan"))
         model.train()
         for step in range(cfg.steps):
-            images = next(batches).to(device)
+            item = next(batches)
+            images = images_of(item) if images_of is not None else item
+            if not isinstance(images, Tensor) or not images.is_floating_point():
+                raise TypeError(
+                    f"data: expected float image tensors [b, ch, H, W] (pass images_of to "
+                    f"convert other batches), got {type(images).__name__}"
+                    f"{'' if not isinstance(images, Tensor) else ' of dtype ' + str(images.dtype)}"
+                )
+            images = images.to(device)
             out = model(images)
             recon = F.mse_loss(out.reconstruction, images)
             loss = recon + cfg.vq_weight * out.vq_loss

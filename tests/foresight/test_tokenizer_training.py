@@ -139,6 +139,18 @@ def test_perceptual_term_and_finite_data():
         train_tokenizer(vae, iter([images]), steps=2, progress=False)
     with pytest.raises(ValueError, match="steps"):
         train_tokenizer(vae, [images], progress=False)
+    # Dict batches (as a dataset loader yields them) go through images_of.
+    batches = [{"observation.images.corner": (images + 1) / 2}]
+    history = train_tokenizer(
+        vae,
+        batches,
+        steps=2,
+        images_of=lambda batch: batch["observation.images.corner"] * 2 - 1,
+        progress=False,
+    )
+    assert len(history) == 2
+    with pytest.raises(TypeError, match="images_of"):
+        train_tokenizer(vae, batches, steps=1, progress=False)
 
 
 def test_code_statistics():
