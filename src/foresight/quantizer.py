@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
 
 from foresight.phi import PhiBank
 
@@ -256,6 +257,42 @@ class MultiScaleQuantizer(nn.Module):
         else:
             self.ema_hits.mul_(0.99).add_(hits, alpha=0.01)
         self.hit_updates += 1
+
+    @torch.no_grad()
+    def init_codebook_kmeans(
+        self,
+        f: Float[Tensor, "b z hl wl"],
+        generator: torch.Generator,
+        rounds: int = 2,
+        iters: int = 10,
+    ) -> None:
+        """Fit the codebook to the residuals it will quantize: ``rounds`` times, quantize ``f``
+        with the current codebook, pool the residual vectors of all scales, and replace the
+        codebook by their k-means centroids (vector-quantize-pytorch's ``kmeans``, seeded here
+        through ``generator``).
+        """
+        if rounds < 1:
+            raise ValueError(f"rounds: expected >= 1, got {rounds}")
+
+        def sample(samples: Tensor, num: int) -> Tensor:
+            n = samples.shape[1]
+            if n >= num:
+                pick = torch.randperm(n, generator=generator, device=generator.device)[:num]
+            else:
+                pick = torch.randint(0, n, (num,), generator=generator, device=generator.device)
+            return samples[:, pick.to(samples.device)]
+
+        for _ in range(rounds):
+            self._check_latent(f)
+            rest = f.to(self.codebook.weight.dtype).clone()
+            pool = []
+            for k, s in enumerate(self.scales):
+                z = rearrange(self._down(rest, s), "b z y x -> (b y x) z")
+                pool.append(z)
+                idx = rearrange(self.nearest(z), "(b n) -> b n", b=f.shape[0])
+                rest = rest - self.code_map(idx, k)
+            means, _ = kmeans(torch.cat(pool)[None], self.vocab_size, iters, sample_fn=sample)
+            self.codebook.weight.copy_(means[0])
 
     @torch.no_grad()
     def restart_dead_codes(self, threshold: float, generator: torch.Generator) -> int:

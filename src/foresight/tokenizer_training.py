@@ -34,6 +34,8 @@ Perceptual = Callable[[Tensor, Tensor], Tensor]
 class TokenizerTrainConfig:
     """Optimisation settings (plain data, so recipes can carry them).
 
+    kmeans_init_rounds: if > 0, the codebook starts as k-means centroids of the residuals of the
+        first batch's latents (``MultiScaleQuantizer.init_codebook_kmeans``); 0 keeps the init.
     dead_code_threshold: codes whose EMA hits (summed over scales) fall below it are re-seeded
         from the batch's residuals every ``restart_every`` steps; None disables restarts.
     """
@@ -48,12 +50,15 @@ class TokenizerTrainConfig:
     grad_clip: float | None = 1.0
     dead_code_threshold: float | None = 0.5
     restart_every: int = 25
+    kmeans_init_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps: expected >= 1, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if self.kmeans_init_rounds < 0:
+            raise ValueError(f"kmeans_init_rounds: expected >= 0, got {self.kmeans_init_rounds}")
         if self.restart_every < 1:
             raise ValueError(f"restart_every: expected >= 1, got {self.restart_every}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -144,6 +149,10 @@ def train_tokenizer(
                     f"{'' if not isinstance(images, Tensor) else ' of dtype ' + str(images.dtype)}"
                 )
             images = images.to(device)
+            if step == 0 and cfg.kmeans_init_rounds > 0:
+                with torch.no_grad():
+                    latent = model.encode_latent(images)
+                model.quantizer.init_codebook_kmeans(latent, generator, cfg.kmeans_init_rounds)
             out = model(images)
             recon = F.mse_loss(out.reconstruction, images)
             loss = recon + cfg.vq_weight * out.vq_loss

@@ -195,6 +195,30 @@ def test_teacher_forcing_is_causal_over_scales():
         )
 
 
+def test_kmeans_init_fits_the_residuals_and_is_seeded():
+    torch.manual_seed(0)
+    f = torch.randn(8, 4, 5, 5) * 0.5 + torch.randn(8, 4, 1, 1)
+
+    def error(q):
+        return float(((q.running_reconstruction_of_latent(f)[-1] - f) ** 2).mean())
+
+    def fitted(seed):
+        torch.manual_seed(0)
+        q = MultiScaleQuantizer(vocab_size=32, dim=4, scales=(1, 2, 3, 5), phi_count=2)
+        q.init_codebook_kmeans(f, torch.Generator().manual_seed(seed), rounds=2)
+        return q
+
+    torch.manual_seed(0)
+    q = MultiScaleQuantizer(vocab_size=32, dim=4, scales=(1, 2, 3, 5), phi_count=2)
+    after = error(fitted(0))
+    assert after < 0.5 * error(q), (error(q), after)  # against the default (tiny uniform) init
+    assert after < error(make_quantizer(vocab=32))  # and against codes drawn from N(0, 1)
+    assert torch.equal(fitted(0).codebook.weight, fitted(0).codebook.weight)
+    assert not torch.equal(fitted(0).codebook.weight, fitted(1).codebook.weight)
+    with pytest.raises(ValueError, match="rounds"):
+        q.init_codebook_kmeans(f, torch.Generator(), rounds=0)
+
+
 def test_bad_inputs_are_named():
     q = make_quantizer()
     with pytest.raises(ValueError, match="latent f"):

@@ -126,6 +126,24 @@ def test_seeded_runs_repeat_and_differ_across_seeds():
     assert any(h["restarted"] > 0 for h in h0)
 
 
+def test_kmeans_init_option_replaces_the_initial_codebook():
+    images = moving_shapes(4, 2, 16, torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    vae = MultiScaleVQVAE(tiny_config())
+    initial = vae.quantizer.codebook.weight.detach().clone()
+    seen = []
+    cfg = TokenizerTrainConfig(steps=1, lr=1e-12, seed=0, kmeans_init_rounds=1)
+    train_tokenizer(
+        vae,
+        sampler(images, 0),
+        config=cfg,
+        callback=lambda step, metrics, model: seen.append(model.quantizer.codebook.weight.clone()),
+        progress=False,
+    )
+    # lr ~ 0: the codebook after step 0 is the k-means init, far from the tiny uniform init.
+    assert (seen[0] - initial).abs().max() > 10 * initial.abs().max()
+
+
 def test_perceptual_term_and_finite_data():
     images = moving_shapes(2, 2, 16, torch.Generator().manual_seed(5))
     vae = MultiScaleVQVAE(tiny_config())
