@@ -39,8 +39,10 @@ def coded_dataset(tmp_path_factory: pytest.TempPathFactory) -> RobotDataset:
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("metaworld", reason="needs the Meta-World simulator (the [sim] extra)")
+    # f1kit.sim first: it picks the headless GL backend before metaworld imports mujoco.
     from f1kit.sim import DemoConfig, generate_demos
+
+    pytest.importorskip("metaworld", reason="needs the Meta-World simulator (the [sim] extra)")
 
     root = tmp_path_factory.mktemp("demos") / "mw"
     config = DemoConfig(tasks=DEMO_TASKS, episodes=2, size=32, seed=0, workers=1)

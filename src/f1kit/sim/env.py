@@ -109,7 +109,15 @@ class MetaWorldEnv:
             model.vis.quality.offsamples = 0  # read when the GL context is made: set it first
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
             model.vis.global_.offheight = max(model.vis.global_.offheight, size)
-            self._renderer = mujoco.Renderer(model, size, size)
+            try:
+                self._renderer = mujoco.Renderer(model, size, size)
+            except mujoco.FatalError as err:
+                env.close()
+                raise RuntimeError(
+                    f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): "
+                    "mujoco was probably imported before f1kit.sim; set MUJOCO_GL=egl (or "
+                    "osmesa) in the environment, or import f1kit.sim before mujoco/metaworld"
+                ) from err
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
