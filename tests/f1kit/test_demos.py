@@ -69,7 +69,11 @@ def test_failures_are_counted_and_not_kept(caplog: pytest.LogCaptureFixture) -> 
     assert "only 0 of 2 demos" in caplog.text
 
 
-def test_config_errors() -> None:
+def test_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="overwrite"):  # raised before any simulation
+        generate_demos(DemoConfig(tasks=("reach-v3",), episodes=1), tmp_path / "taken")
     assert DemoConfig(tasks="MT10").tasks == MT10  # set names expand
     with pytest.raises(ValueError, match="episodes"):
         DemoConfig(episodes=0)

@@ -8,13 +8,16 @@ garbage-collected at its end (several live GL contexts in one process render bla
 layout depends only on (seed, task, attempt) and the kept set only on attempt order, the result is
 the same for any number of workers: same seed, same bytes.
 
-Rows follow LeRobot's convention: row ``i`` holds the observation before action ``i``.
+Rows follow LeRobot's convention: row ``i`` holds the observation before action ``i``. When writing
+a dataset, workers spill each kept episode to an .npz file in a scratch folder next to ``out`` and
+the writer streams them back in order, so memory holds one episode at a time, not the dataset.
 """
 
 import logging
 import math
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,7 @@ from rich.progress import Progress
 from f1kit.data import Episode, write_dataset
 from f1kit.sim.env import MetaWorldEnv, layout_seed
 from f1kit.sim.expert import ScriptedExpert
-from f1kit.sim.tasks import MT10, resolve_tasks
+from f1kit.sim.tasks import MT10, instruction, resolve_tasks
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,16 @@ class DemoConfig:
 
 @dataclass
 class DemoResult:
-    """Kept episodes (task order, then attempt order) and per-task attempt accounting."""
+    """Per-task attempt accounting, and the kept episodes (task order, then attempt order) when
+    no output folder was given (with one, episodes stream to disk and ``episodes`` is empty)."""
 
     episodes: list[Episode]
+    frames: int
     successes: dict[str, int]
     failures: dict[str, int]
     fps: int
     seconds: float
     layouts: dict[str, list[int]] = field(default_factory=dict)  # kept attempt indices per task
-
-    @property
-    def frames(self) -> int:
-        return sum(ep.length for ep in self.episodes)
 
 
 def run_expert_episode(
@@ -103,17 +104,39 @@ def run_expert_episode(
     return success, Episode(env.instruction, arrays)
 
 
-def _run_job(job: tuple) -> tuple[str, list[tuple[int, Episode | None]], int]:
-    """Worker: attempts ``indices`` of one task on a single environment."""
-    task, indices, cameras, size, max_steps, seed = job
-    out: list[tuple[int, Episode | None]] = []
+Kept = Episode | Path  # an episode in memory, or spilled to an .npz file in the scratch folder
+
+
+def _run_job(job: tuple) -> tuple[str, list[tuple[int, Kept | None, int]], int]:
+    """Worker: attempts ``indices`` of one task on a single environment.
+
+    Successes come back as episodes, or with a ``scratch`` folder as .npz files there, so the
+    parent never holds more than one episode's frames when writing a dataset.
+    """
+    task, indices, cameras, size, max_steps, seed, scratch = job
+    out: list[tuple[int, Kept | None, int]] = []
     with MetaWorldEnv(task, cameras=cameras, size=size, max_steps=max_steps) as env:
         expert = ScriptedExpert(task)
         fps = env.fps
         for k in indices:
             ok, ep = run_expert_episode(env, expert, layout_seed(seed, task, k))
-            out.append((k, ep if ok else None))
+            kept: Kept | None = None
+            if ok and scratch is None:
+                kept = ep
+            elif ok:
+                kept = Path(scratch) / f"{task}-{k:06d}.npz"
+                np.savez(kept, **ep.arrays)
+            out.append((k, kept, ep.length))
     return task, out, fps
+
+
+def _load(kept: Kept, task: str) -> Episode:
+    if isinstance(kept, Episode):
+        return kept
+    with np.load(kept) as z:
+        arrays = {key: z[key] for key in z.files}
+    kept.unlink()
+    return Episode(instruction(task), arrays)
 
 
 def generate_demos(
@@ -130,34 +153,41 @@ def generate_demos(
         config = DemoConfig(tasks="MT10", episodes=30, size=64, workers=0)
         result = generate_demos(config, "data/mt10")
     """
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=True)")
     start = time.perf_counter()
     workers = config.workers or os.cpu_count() or 1
-    results: dict[str, dict[int, Episode | None]] = {t: {} for t in config.tasks}
+    results: dict[str, dict[int, tuple[Kept | None, int]]] = {t: {} for t in config.tasks}
     fps = 0
+    scratch = None
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(prefix=".f1kit-demos-", dir=Path(out).parent)
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
         with Progress(disable=not progress) as bar:
             bar_id = bar.add_task("expert demos", total=len(config.tasks) * config.episodes)
             while True:
-                jobs = _next_jobs(config, results, workers)
+                jobs = _next_jobs(config, results, workers, scratch and scratch.name)
                 if not jobs:
                     break
                 runs = pool.imap_unordered(_run_job, jobs) if pool else map(_run_job, jobs)
                 for task, attempts, job_fps in runs:
                     fps = job_fps
-                    results[task].update(attempts)
-                    bar.advance(bar_id, sum(ep is not None for _, ep in attempts))
+                    results[task].update({k: (kept, n) for k, kept, n in attempts})
+                    bar.advance(bar_id, sum(kept is not None for _, kept, _ in attempts))
     finally:
         if pool is not None:
             pool.close()
             pool.join()
 
-    episodes, successes, failures, layouts = [], {}, {}, {}
+    ordered, frames, successes, failures, layouts = [], 0, {}, {}, {}
     for task, attempts in results.items():
-        kept = [k for k in sorted(attempts) if attempts[k] is not None][: config.episodes]
-        episodes += [attempts[k] for k in kept]
-        successes[task] = sum(ep is not None for ep in attempts.values())
+        kept = [k for k in sorted(attempts) if attempts[k][0] is not None][: config.episodes]
+        ordered += [(attempts[k][0], task) for k in kept]
+        frames += sum(attempts[k][1] for k in kept)
+        successes[task] = sum(item is not None for item, _ in attempts.values())
         failures[task] = len(attempts) - successes[task]
         layouts[task] = kept
         if len(kept) < config.episodes:
@@ -169,26 +199,34 @@ def generate_demos(
                 len(attempts),
                 failures[task],
             )
-    result = DemoResult(episodes, successes, failures, fps, time.perf_counter() - start, layouts)
+    episodes = [] if out is not None else [_load(item, task) for item, task in ordered]
+    seconds = time.perf_counter() - start
+    result = DemoResult(episodes, frames, successes, failures, fps, seconds, layouts)
     log.info(
         "%d demos, %d frames, %d failures in %.1f s",
-        len(episodes),
-        result.frames,
+        len(ordered),
+        frames,
         sum(failures.values()),
-        result.seconds,
+        seconds,
     )
     if out is not None:
-        write_dataset(
-            out, episodes, fps=fps, robot_type="sawyer", names=FEATURE_NAMES, overwrite=overwrite
-        )
+        try:
+            stream = (_load(item, task) for item, task in ordered)
+            write_dataset(
+                out, stream, fps=fps, robot_type="sawyer", names=FEATURE_NAMES, overwrite=overwrite
+            )
+        finally:
+            scratch.cleanup()
     return result
 
 
-def _next_jobs(config: DemoConfig, results: dict[str, dict], workers: int) -> list[tuple]:
+def _next_jobs(
+    config: DemoConfig, results: dict[str, dict], workers: int, scratch: str | None
+) -> list[tuple]:
     """Attempts still needed per task (one per missing demo, up to the cap), split into jobs."""
     jobs = []
     for task, attempts in results.items():
-        have = sum(ep is not None for ep in attempts.values())
+        have = sum(item is not None for item, _ in attempts.values())
         need = min(config.episodes - have, config.attempt_cap - len(attempts))
         if need <= 0:
             continue
@@ -205,6 +243,7 @@ def _next_jobs(config: DemoConfig, results: dict[str, dict], workers: int) -> li
                     config.size,
                     config.max_steps,
                     config.seed,
+                    scratch,
                 )
             )
     return jobs
