@@ -4,6 +4,7 @@ Records (one JSON line each):
 
 * ``demo_generation``: expert demos with cameras, frames/s; peer: the same demos without
   rendering (the simulator + expert alone).
+* ``demo_generation_parallel`` (not with --quick): the same with two spawned workers; peer: one.
 * ``render``: one camera frame at the fast settings (no MSAA, shadows, reflections), ms/frame;
   peer: MuJoCo's default settings on the same scene (DESIGN.md s8: 70-100 ms at defaults).
 * ``frame_decode``: reading every frame of the generated dataset, PNG-in-parquet (our storage) vs
@@ -100,6 +101,25 @@ def main() -> None:
         peer="same demos without rendering",
         peer_frames_per_s=frames / (peer.median_ms / 1e3),
     )
+
+    if not args.quick:  # spawned workers import torch + Meta-World: too slow for --quick
+        par = DemoConfig(tasks=tasks, episodes=episodes, size=size, seed=0, workers=2)
+        timing2 = measure(lambda: generate_demos(par, progress=False), "cpu", repeats=1, warmup=0)
+        emit(
+            "demo_generation_parallel",
+            args,
+            {
+                "tasks": len(tasks),
+                "episodes": episodes,
+                "size": size,
+                "frames": frames,
+                "workers": 2,
+            },
+            timing2,
+            frames_per_s=frames / (timing2.median_ms / 1e3),
+            peer="one in-process worker (demo_generation)",
+            peer_frames_per_s=frames / (timing.median_ms / 1e3),
+        )
 
     # One frame: fast settings vs MuJoCo defaults on the same scene.
     with MetaWorldEnv("drawer-open-v3", ("corner",), size) as env:
