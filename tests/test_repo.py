@@ -1,5 +1,6 @@
 """Repository contracts: the README's Quickstart, CI's command, lint, the CLI entry point."""
 
+import json
 import re
 import subprocess
 import sys
@@ -69,3 +70,27 @@ def test_cli_rejects_bad_scales_with_a_clear_message() -> None:
     assert "comma-separated ints" in result.output
     result = CliRunner().invoke(app, ["layout", "--scales", "2,3"])
     assert result.exit_code != 0
+
+
+def test_cli_demos_writes_a_dataset_and_eval_expert_reports(tmp_path: Path) -> None:
+    import f1kit.sim  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
+    from f1kit.data import read_dataset
+
+    out = tmp_path / "demos"
+    result = CliRunner().invoke(
+        app, ["demos", str(out), "--tasks", "reach-v3", "--episodes", "1", "--size", "32"]
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(r"reach-v3\s+kept\s+1", result.output)
+    dataset = read_dataset(out)
+    assert dataset.episode_bounds.shape[0] == 1
+    again = CliRunner().invoke(app, ["demos", str(out), "--tasks", "reach-v3", "--episodes", "1"])
+    assert again.exit_code != 0  # refuses to overwrite without --overwrite
+    bad = CliRunner().invoke(app, ["demos", str(out), "--tasks", "reach-v9"])
+    assert bad.exit_code != 0 and "unknown Meta-World v3 task" in bad.output
+
+    result = CliRunner().invoke(app, ["eval-expert", "--tasks", "reach-v3", "--episodes", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["tasks"]["reach-v3"]["episodes"] == 2
+    assert report["tasks"]["reach-v3"]["rate"] >= 0.5
