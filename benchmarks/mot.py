@@ -140,7 +140,9 @@ def _combine(timings: list[Timing]) -> Timing:
     )
 
 
-def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
+def build_stack(cfg: MoTConfig, layout, batch: int, args):
+    """The stack on the benchmark's device/dtype, seeded per-expert inputs, their lengths, and the
+    generator (callers draw further inputs from it)."""
     device, dtype = torch.device(args.device), dtype_of(args.dtype)
     stack = MoTStack(cfg).to(device=device, dtype=dtype)
     lengths = [layout.expert_lengths().get(s.name, 0) for s in cfg.experts]
@@ -149,6 +151,11 @@ def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
         torch.randn(batch, n, s.width, generator=gen).to(device, dtype)
         for n, s in zip(lengths, cfg.experts, strict=True)
     ]
+    return stack, xs, lengths, gen, device, dtype
+
+
+def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
+    stack, xs, lengths, gen, device, dtype = build_stack(cfg, layout, batch, args)
     mask, positions = step_inputs(layout, device=device)
     n = layout.n
     width = equal_flops_width(cfg, lengths)
@@ -199,14 +206,7 @@ def run_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
 
 def run_cached_step_case(name: str, cfg: MoTConfig, layout, batch: int, args) -> None:
     """One flow step of the action expert: read-only cached step vs a full uncached forward."""
-    device, dtype = torch.device(args.device), dtype_of(args.dtype)
-    stack = MoTStack(cfg).to(device=device, dtype=dtype)
-    lengths = [layout.expert_lengths().get(s.name, 0) for s in cfg.experts]
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    xs = [
-        torch.randn(batch, n, s.width, generator=gen).to(device, dtype)
-        for n, s in zip(lengths, cfg.experts, strict=True)
-    ]
+    stack, xs, _, _, device, _ = build_stack(cfg, layout, batch, args)
     actions = layout.expert_slice(ACTION)
     cache = stack.new_cache(batch, layout.n)
     mask, positions = step_inputs(layout, device=device)

@@ -192,12 +192,9 @@ class Layout:
         queries: restrict the rows to a segment name or a slice of positions (for KV-cached steps
         whose queries are a suffix of the sequence); columns always cover the whole layout.
         """
-        device = valid.device if valid is not None and device is None else device
-        blocks = self.block_ids.to(device)
-        rows = self._rows(queries)
+        blocks, rows = self._rule_tables(valid, queries, device)
         if valid is None:
             return block_rule_mask(blocks[rows], blocks)
-        self.check_valid(valid)
         blocks = blocks.expand(valid.shape[0], -1)
         return block_rule_mask(blocks[:, rows], blocks, valid[:, rows], valid)
 
@@ -221,12 +218,9 @@ class Layout:
         device: torch.device | str | None = None,
     ) -> MaskMod:
         """FlexAttention ``mask_mod`` of ``mask`` (same block ids, same padding)."""
-        device = valid.device if valid is not None and device is None else device
-        blocks = self.block_ids.to(device)
-        rows = self._rows(queries)
+        blocks, rows = self._rule_tables(valid, queries, device)
         if valid is None:
             return block_rule_mask_mod(blocks[rows], blocks)
-        self.check_valid(valid)
         return block_rule_mask_mod(blocks[rows], blocks, valid[:, rows].contiguous(), valid)
 
     def block_mask(
@@ -263,6 +257,15 @@ class Layout:
             if s.name == name:
                 return i
         raise LayoutError(f"segment {name!r}: not in this layout, segments are {self.names}")
+
+    def _rule_tables(
+        self, valid: Tensor | None, queries: str | TokenSlice | None, device
+    ) -> tuple[Tensor, TokenSlice]:
+        """Block ids on the mask's device and the query rows, after checking ``valid``."""
+        if valid is not None:
+            self.check_valid(valid)
+            device = valid.device if device is None else device
+        return self.block_ids.to(device), self._rows(queries)
 
     def _rows(self, queries: str | TokenSlice | None) -> TokenSlice:
         if queries is None:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from foresight import MultiScaleVQVAE, VQVAEConfig
+from foresight import MultiScaleVQVAE
 from foresight.default_network import DefaultTransformer, TransformerConfig
 from foresight.generator import NextScaleConfig, NextScaleGenerator
 from foresight.tokenizer_training import train_tokenizer
+from tests.foresight.helpers import tiny_config
 
 COLOURS = torch.tensor([[0.9, -0.8, -0.8], [-0.8, 0.9, -0.8], [-0.8, -0.8, 0.9], [0.9, 0.9, -0.8]])
 SIZE, WIDTH, TRAIN, TEST = 16, 48, 384, 128
@@ -50,21 +51,7 @@ def trained():
 def _train(seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    vae = MultiScaleVQVAE(
-        VQVAEConfig(
-            image_size=SIZE,
-            channels=8,
-            channel_mult=(1, 1, 2),
-            depth=1,
-            latent_dim=8,
-            vocab_size=32,
-            scales=(1, 2, 3, 4),
-            phi_count=2,
-            norm_groups=4,
-            attention=False,
-            mid_attention=False,
-        )
-    )
+    vae = MultiScaleVQVAE(tiny_config(image_size=SIZE, attention=False, mid_attention=False))
 
     def batches():
         while True:
