@@ -16,6 +16,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from attention import Layout
+from foresight.network import TokenNetwork
 from foresight.scales import ScaleTokenizer
 
 if TYPE_CHECKING:  # the generator imports this module; the loop only calls its methods
@@ -48,6 +49,7 @@ def step_inputs(
 
 def sample_scales(
     model: "NextScaleGenerator",
+    network: TokenNetwork,
     context: Tensor,
     tokenizer: ScaleTokenizer,
     num_scales: int,
@@ -71,7 +73,7 @@ def sample_scales(
     valid = model.sequence_valid(context_valid, layout.n)
     cache = None
     if use_cache:
-        cache = model.network.new_cache(batch, layout.n, device=device, dtype=context.dtype)
+        cache = network.new_cache(batch, layout.n, device=device, dtype=context.dtype)
     sequence = context[:, :0]  # the uncached loop's growing token sequence
     no_inputs = context.new_zeros(batch, 0, model.config.latent_dim)
     step = torch.cat([context, model.embed_scales(context, no_inputs, context_valid)], dim=1)
@@ -80,11 +82,11 @@ def sample_scales(
         stop = n_c + model.tokens_upto(k + 1)
         if use_cache:
             mask, positions = step_inputs(layout, valid, start, stop, device)
-            hidden = model.network(step, mask, positions, cache)
+            hidden = network(step, mask, positions, cache)
         else:
             sequence = torch.cat([sequence, step], dim=1)
             mask, positions = step_inputs(layout, valid, 0, stop, device)
-            hidden = model.network(sequence, mask, positions, None)
+            hidden = network(sequence, mask, positions, None)
         logits = model.head(hidden[:, -counts[k] :]).float()
         if guided:
             cond, uncond = logits.chunk(2)

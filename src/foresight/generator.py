@@ -227,11 +227,14 @@ class NextScaleGenerator(nn.Module):
         context: Float[Tensor, "b nc d"],
         inputs: Float[Tensor, "b ni z"],
         context_valid: Bool[Tensor, "b nc"] | None = None,
+        network: TokenNetwork | None = None,
     ) -> Float[Tensor, "b n v"]:
         """Teacher-forced logits of scales 1..K, K given by the number of input tokens.
 
         inputs: the tokenizer's teacher-forcing inputs of scales 2..K
             (``tokenizer.teacher_forcing_inputs(indices[:K - 1])``), [b, sum_{k=2}^K s_k^2, z].
+        network: run this call on another `TokenNetwork` than the generator's own (F1 passes
+            its MoT Generation expert bound to the Understanding prefix).
         Returns [b, sum_{k=1}^K s_k^2, vocab_size] (scale k's logits at scale k's positions).
         """
         self._check_context(context, context_valid)
@@ -240,8 +243,15 @@ class NextScaleGenerator(nn.Module):
         valid = self.sequence_valid(context_valid, layout.n)
         tokens = torch.cat([context, self.embed_scales(context, inputs, context_valid)], dim=1)
         mask, positions = step_inputs(layout, valid, 0, layout.n, context.device)
-        hidden = self.network(tokens, mask, positions, None)
+        hidden = self._network(network)(tokens, mask, positions, None)
         return self.head(hidden[:, context.shape[1] :])
+
+    def _network(self, network: TokenNetwork | None) -> TokenNetwork:
+        if network is None:
+            return self.network
+        if not isinstance(network, TokenNetwork):
+            raise TypeError(f"network: expected a TokenNetwork, got {type(network).__name__}")
+        return network
 
     def loss(
         self,
@@ -252,12 +262,14 @@ class NextScaleGenerator(nn.Module):
         scale_weights: Float[Tensor, " k"] | None = None,
         context_valid: Bool[Tensor, "b nc"] | None = None,
         generator: torch.Generator | None = None,
+        network: TokenNetwork | None = None,
     ) -> GeneratorLoss:
         """Cross-entropy of the first K = len(targets) scales' codes under teacher forcing.
 
         scale_weights: one weight >= 0 per scale (None = all ones); each token of scale k counts
             with weight w_k, so all-ones is VAR's mean over tokens and zeros leave scales out.
         generator: draws the per-sample context drop (``cond_drop_prob``) in training mode.
+        network: a per-call `TokenNetwork` (see `forward`).
         """
         check_pyramid(targets, self.scales, self.config.vocab_size, "targets")
         k = len(targets)
@@ -266,7 +278,35 @@ class NextScaleGenerator(nn.Module):
                 f"inputs: expected the inputs of scales 2..{k} ({self.tokens_upto(k) - 1} "
                 f"tokens) for {k} target scales, got {inputs.shape[1]} tokens"
             )
-        weights = torch.ones(k, device=inputs.device)
+        if self.training and self.config.cond_drop_prob > 0:
+            draw_on = context.device if generator is None else generator.device
+            u = torch.rand(context.shape[0], 1, 1, generator=generator, device=draw_on)
+            drop = u.to(context.device) < self.config.cond_drop_prob
+            context = torch.where(drop, self.null_context_like(context), context)
+        logits = self(context, inputs, context_valid, network)
+        return self.score(logits, targets, scale_weights=scale_weights)
+
+    def score(
+        self,
+        logits: Float[Tensor, "b n v"],
+        targets: list[Int[Tensor, "b _"]],
+        *,
+        scale_weights: Float[Tensor, " k"] | None = None,
+    ) -> GeneratorLoss:
+        """Weighted cross-entropy and per-scale accuracy of logits of the first K scales.
+
+        The loss half of `loss`, for callers that run the network themselves (F1's joint
+        U + G + A pass): logits [b, sum_{k<=K} s_k^2, v], targets the K ground-truth scales.
+        Each token of scale k counts with weight w_k (VAR: all ones = mean over tokens).
+        """
+        check_pyramid(targets, self.scales, self.config.vocab_size, "targets")
+        k = len(targets)
+        if logits.shape[1] != self.tokens_upto(k):
+            raise ValueError(
+                f"logits: expected {self.tokens_upto(k)} tokens for {k} scales, "
+                f"got {logits.shape[1]}"
+            )
+        weights = torch.ones(k, device=logits.device)
         if scale_weights is not None:
             if scale_weights.shape != (k,) or bool((scale_weights < 0).any()):
                 raise ValueError(
@@ -274,13 +314,7 @@ class NextScaleGenerator(nn.Module):
                 )
             if not bool((scale_weights > 0).any()):
                 raise ValueError("scale_weights: expected at least one positive weight")
-            weights = scale_weights.to(inputs.device, torch.float32)
-        if self.training and self.config.cond_drop_prob > 0:
-            draw_on = context.device if generator is None else generator.device
-            u = torch.rand(context.shape[0], 1, 1, generator=generator, device=draw_on)
-            drop = u.to(context.device) < self.config.cond_drop_prob
-            context = torch.where(drop, self.null_context_like(context), context)
-        logits = self(context, inputs, context_valid)
+            weights = scale_weights.to(logits.device, torch.float32)
         target = torch.cat(targets, dim=1)
         flat = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
         ce = F.cross_entropy(flat, target.flatten(), reduction="none")
@@ -310,6 +344,7 @@ class NextScaleGenerator(nn.Module):
         generator: torch.Generator | int | None = None,
         use_cache: bool = True,
         decode: bool = False,
+        network: TokenNetwork | None = None,
     ) -> GenerationOutput:
         """Sample the first K = ``num_scales`` scales (all by default) given the context.
 
@@ -320,6 +355,7 @@ class NextScaleGenerator(nn.Module):
             under the null context (1 = off; the batch is doubled otherwise).
         generator: a torch.Generator or an int seed (on the context's device).
         decode: also return ``tokenizer.decode(tokens)``.
+        network: a per-call `TokenNetwork` (see `forward`); its ``new_cache`` makes the cache.
         F1 samples 4 scales with top_k=900, top_p=0.95, temperature=1, no guidance.
         """
         self._check_context(context, context_valid)
@@ -344,6 +380,7 @@ class NextScaleGenerator(nn.Module):
         try:
             tokens = sample_scales(
                 self,
+                self._network(network),
                 context,
                 tokenizer,
                 k_total,
