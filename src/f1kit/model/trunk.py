@@ -1,0 +1,170 @@
+"""The MoT trunk bound to one batch's UGA layout: the networks the blocks' schemes run on.
+
+`foresight.NextScaleGenerator` and `flow.FlowMatchingHead` each own their math and take the
+network that mixes their tokens as an argument (DESIGN.md s3, s4). Inside F1 that network is one
+expert's slice of the shared MoT stack, attending to everything before it in the joint sequence
+``[prefix (U) | history, SOS, scales (G) | state, actions (A)]``. The classes here are those
+slices, bound to the batch's layout and padding:
+
+    GenerationExpert   a `foresight.TokenNetwork`: the generator's [history | SOS | scales]
+                       tokens run as the G slice; its first call also runs the U prefix
+    ActionExpert       a `flow.VelocityNetwork`: [state | noisy chunk] as the A slice, reading the
+                       KV cache of prefix + foresight without writing to it (every flow step
+                       sees the same cache: nothing is copied)
+    JointPass          a `flow.VelocityNetwork` for training: U + G + A in ONE forward under the
+                       full mask, keeping the G outputs for the generation loss
+
+Rows and RoPE positions always come from the F1 layout (`mot.step_inputs`), so a cached step
+sees exactly what the same rows of an uncached full pass see. The mask and positions the
+generator passes describe its own view (no U prefix) and are ignored: its layout is the G part of
+the F1 layout, block for block.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from attention import ACTION, GENERATION, UNDERSTANDING, Layout
+from mot import KVCache, MoTStack, step_inputs
+
+
+@dataclass
+class BoundTrunk:
+    """The trunk, one batch's layout and its padding (valid [b, n]; None = no padding)."""
+
+    trunk: MoTStack
+    layout: Layout
+    valid: Bool[Tensor, "b n"] | None
+
+    def run(
+        self,
+        parts: dict[str, Tensor],
+        queries: slice,
+        cache: KVCache | None = None,
+        *,
+        update_cache: bool = True,
+    ) -> dict[str, Tensor]:
+        """Run the layout rows ``queries`` (the concatenation of ``parts`` in expert order)."""
+        names = self.trunk.config.expert_names
+        missing = sorted(set(parts) - set(names))
+        if missing:
+            raise ValueError(f"parts: experts {missing} are not in the trunk {names}")
+        xs = [parts.get(name) for name in names]
+        device = next(x for x in xs if x is not None).device
+        mask, positions = step_inputs(self.layout, self.valid, queries=queries, device=device)
+        if self.valid is None:  # shared by the batch: add the broadcast batch axis
+            mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
+        outs = self.trunk(xs, positions, mask, cache=cache, update_cache=update_cache)
+        return {name: out for name, out in zip(names, outs, strict=True) if name in parts}
+
+    def new_cache(
+        self, batch: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """A cache for the whole layout (the read-only action rows need room after the fill)."""
+        return self.trunk.new_cache(batch, self.layout.n, device=device, dtype=dtype)
+
+
+class GenerationExpert:
+    """The G slice as a `foresight.TokenNetwork`; the first call of a cache also runs U.
+
+    ``prefix`` [b, n_u, d_u]: the Understanding tokens. The cache it makes is kept in
+    ``self.cache`` so the action phase can continue from it after the generator returns.
+    """
+
+    def __init__(self, bound: BoundTrunk, prefix: Float[Tensor, "b nu du"]) -> None:
+        self.bound = bound
+        self.prefix = prefix
+        self.cache: KVCache | None = None
+
+    def __call__(
+        self,
+        tokens: Float[Tensor, "b nq d"],
+        mask: Bool[Tensor, "#b nq nk"] | None,
+        positions: Int[Tensor, "#b nq"],
+        cache: KVCache | None = None,
+    ) -> Float[Tensor, "b nq d"]:
+        n_u = self.prefix.shape[1]
+        start = 0 if cache is None else cache.length
+        if start == 0:  # the whole G sequence so far, or the cache's first step: U runs too
+            parts = {UNDERSTANDING: self.prefix, GENERATION: tokens}
+            queries = slice(0, n_u + tokens.shape[1])
+        else:
+            parts = {GENERATION: tokens}
+            queries = slice(start, start + tokens.shape[1])
+        return self.bound.run(parts, queries, cache)[GENERATION]
+
+    def new_cache(
+        self,
+        batch: int,
+        capacity: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        # The generator sizes ``capacity`` for its own tokens; the F1 layout adds the prefix
+        # and the action rows, so the cache is sized from the layout instead.
+        del capacity
+        self.cache = self.bound.new_cache(batch, device=device, dtype=dtype)
+        return self.cache
+
+
+class ActionExpert:
+    """The A slice as a `flow.VelocityNetwork` reading (never writing) a filled cache.
+
+    ``context`` from the flow head is the state token [b, 1, d_a]; the chunk follows it.
+    """
+
+    def __init__(self, bound: BoundTrunk, cache: KVCache) -> None:
+        self.bound = bound
+        self.cache = cache
+        self.start = bound.layout.slice("state").start
+        if cache.length != self.start:
+            raise ValueError(
+                f"cache: holds {cache.length} tokens, the action rows start at {self.start} "
+                "(run the prefix and foresight first)"
+            )
+
+    def __call__(
+        self,
+        tokens: Float[Tensor, "b c d"],
+        cond: Float[Tensor, "b d"] | None,
+        context: Float[Tensor, "b 1 d"] | None,
+    ) -> Float[Tensor, "b c d"]:
+        x = _action_tokens(tokens, cond, context)
+        out = self.bound.run(
+            {ACTION: x}, slice(self.start, self.start + x.shape[1]), self.cache, update_cache=False
+        )
+        return out[ACTION][:, 1:]
+
+
+@dataclass
+class JointPass:
+    """U + G + A in one uncached forward (training); the G outputs land in ``outputs``."""
+
+    bound: BoundTrunk
+    parts: dict[str, Tensor]
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+
+    def __call__(
+        self,
+        tokens: Float[Tensor, "b c d"],
+        cond: Float[Tensor, "b d"] | None,
+        context: Float[Tensor, "b 1 d"] | None,
+    ) -> Float[Tensor, "b c d"]:
+        x = _action_tokens(tokens, cond, context)
+        self.outputs = self.bound.run({**self.parts, ACTION: x}, slice(0, self.bound.layout.n))
+        return self.outputs[ACTION][:, 1:]
+
+
+def _action_tokens(tokens: Tensor, cond: Tensor | None, context: Tensor | None) -> Tensor:
+    if cond is not None:
+        raise ValueError(
+            "cond: the MoT Action expert takes time through its tokens (conditioning='concat'); "
+            "adaptive-norm conditioning is not supported inside the trunk"
+        )
+    if context is None or context.shape[1] != 1:
+        got = None if context is None else list(context.shape)
+        raise ValueError(f"context: expected the state token [b, 1, d], got {got}")
+    return torch.cat([context, tokens], dim=1)
