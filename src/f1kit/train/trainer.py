@@ -1,0 +1,353 @@
+"""One training stage: AdamW + warmup/cosine, fp32 or bf16 autocast, DDP, resumable checkpoints.
+
+The loss contract. A stage trains a model through a loss function
+``loss_fn(model, batch, generator) -> (loss, metrics)``: ``model`` is the module given to
+:func:`train_stage` (never a wrapper, so custom methods such as ``model.generation_loss(...)`` are
+callable), ``batch`` the collated batch already on the model's device, ``generator`` a
+``torch.Generator`` on that device for the model's random draws, re-seeded every step from
+``(seed, rank, step)``. It returns the scalar loss to minimise and a dict of floats (or scalar
+tensors) to log.
+
+Why the model is not called through ``DistributedDataParallel`` by the loss function: DDP
+synchronises gradients only for a backward that follows *its own* forward (the forward prepares
+the reducer for the coming backward); a loss that calls methods of the raw module skips that and
+the ranks' gradients silently stop agreeing, or DDP fails in the next step. So the trainer puts
+the model and the loss function into one small module whose ``forward(batch, generator)`` *is*
+``loss_fn(model, batch, generator)``, and wraps that in DDP. Whatever the loss calls on the model
+then runs inside DDP's forward, and the loss function needs no knowledge of DDP. DDP is used only
+with more than one rank; a trainable parameter that may get no gradient in some step needs
+``TrainSettings.find_unused_parameters``.
+
+Data and ranks. The global batch of step ``i`` is a fixed slice of one seeded sample stream
+(:class:`ShardedBatchSampler`); rank ``r`` takes its contiguous ``batch_size / world_size`` part,
+so the per-rank mean losses average to the global-batch mean and DDP's averaged gradient equals
+the single-process gradient. Logged values are averaged over ranks (an all-reduce at log steps
+only) and over the steps since the last record. Rank 0 alone writes metrics, the progress bar and
+checkpoints; every rank waits at a barrier after each checkpoint.
+
+Output directory of a stage::
+
+    metrics.jsonl   one record per logged step: step, loss, loss_fn metrics, grad_norm,
+                    lr/<group>, samples_per_s, elapsed_s
+    tb/             TensorBoard events (only when tensorboard is installed)
+    checkpoints/    see f1kit.train.checkpoint
+
+Randomness in a dataset's ``__getitem__`` should derive from the sample index to be reproducible
+across resumes; DataLoader workers are seeded, but their order restarts with the resumed loader.
+"""
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from f1kit.train.checkpoint import Checkpoint, load_latest, save_checkpoint, step_name
+from f1kit.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from f1kit.train.metrics import MetricsLog
+from f1kit.train.progress import StageProgress
+from f1kit.train.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
+from f1kit.train.sampler import SamplerState, ShardedBatchSampler
+from f1kit.train.schedule import build_optimizer, build_scheduler
+from f1kit.train.settings import TrainSettings
+from f1kit.train.step_stats import StepStats
+
+log = logging.getLogger(__name__)
+
+# Seeds are derive_seed(seed, rank, step) for the loss's generator; these tags (a longer tuple)
+# keep the global generators and the loader's worker seeds on streams of their own.
+_GLOBAL_RNG, _LOADER_RNG = 1, 2
+
+LossFn = Callable[[nn.Module, dict, torch.Generator], tuple[Tensor, dict[str, float | Tensor]]]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a finished stage reports (identical on every rank)."""
+
+    steps: int
+    final_loss: float
+    wall_seconds: float
+    checkpoint: Path
+    metrics_path: Path
+    resumed_from: int | None = None
+
+
+class LossModule(nn.Module):
+    """``forward(batch, generator) = loss_fn(model, batch, generator)``: the unit DDP wraps."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict, generator: torch.Generator) -> tuple[Tensor, dict]:
+        return _check_output(self.loss_fn(self.model, batch, generator))
+
+
+def _to_device(obj: object, device: torch.device, non_blocking: bool) -> object:
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker; python and numpy would otherwise repeat the parent's state in all.
+    seed = torch.initial_seed() % (1 << 32)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensors = [*model.parameters(), *model.buffers()]
+    if not tensors:
+        raise ValueError("model: expected a module with parameters, it has none")
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(
+            f"model: expected all parameters on one device, found {sorted(map(str, devices))}"
+        )
+    return devices.pop()
+
+
+def _restore(
+    ckpt: Checkpoint,
+    model: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    info: DistInfo,
+    settings: TrainSettings,
+) -> tuple[int, SamplerState, float]:
+    """Load a checkpoint into the model and trainer state; returns (step, sampler, elapsed)."""
+    ckpt.load_model(model)
+    state = ckpt.trainer_state()
+    step = int(state["step"])
+    if step > settings.steps:
+        raise ValueError(
+            f"steps: the checkpoint {ckpt.path} is at step {step}, past this stage's"
+            f" {settings.steps} steps"
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng_states = state["rng"]
+    if len(rng_states) == info.world_size:
+        set_rng_state(rng_states[info.rank])
+    else:
+        log.warning(
+            "checkpoint taken with %d ranks, resuming with %d: global RNGs are re-seeded",
+            len(rng_states),
+            info.world_size,
+        )
+        seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, step))
+    sampler = SamplerState(**state["sampler"])
+    return step, sampler, float(state.get("elapsed_s", 0.0))
+
+
+def train_stage(
+    model: nn.Module,
+    loss_fn: LossFn,
+    dataset: Dataset,
+    settings: TrainSettings,
+    out_dir: Path | str,
+    *,
+    param_groups: list[dict] | None = None,
+    collate_fn: Callable | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    sample_weights: Float[np.ndarray, " n"] | None = None,
+    name: str = "train",
+) -> StageResult:
+    """Train ``model`` for ``settings.steps`` optimizer steps; see the module docstring.
+
+    ``param_groups`` are torch optimizer groups (``"params"``, optional ``"lr"``, ``"name"``,
+    ``"weight_decay"``); ``None`` trains every parameter with ``requires_grad``. ``resume``
+    continues from the newest checkpoint in ``out_dir`` (or starts fresh when there is none); a
+    fresh start refuses an ``out_dir`` that already holds checkpoints. ``sample_weights`` (one per
+    sample) switches the sampler to weighted draws with replacement.
+
+    Example::
+
+        def loss_fn(model, batch, generator):
+            loss = F.mse_loss(model(batch["x"]), batch["y"])
+            return loss, {"mse": loss.item()}
+
+        result = train_stage(model, loss_fn, dataset, TrainSettings(steps=100, batch_size=32), out)
+    """
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings: expected TrainSettings, got {type(settings).__name__}")
+    if isinstance(dataset, IterableDataset):
+        raise TypeError("dataset: expected a map-style Dataset (len and indexing), got an iterable")
+    wall_start = time.perf_counter()
+    info = init_distributed()
+    settings.local_batch_size(info.world_size)
+    device = _model_device(model)
+    out_dir = Path(out_dir)
+    optimizer = build_optimizer(model, settings, param_groups)
+    scheduler = build_scheduler(optimizer, settings)
+
+    # The main rank removes unfinished checkpoints before the others look.
+    existing = load_latest(out_dir, clean=resume) if info.is_main else None
+    barrier()
+    if not info.is_main:
+        existing = load_latest(out_dir, clean=False)
+    found = all_gather_objects(None if existing is None else existing.step)
+    if len(set(found)) > 1:
+        raise RuntimeError(
+            f"out_dir: the ranks see different checkpoints {found} in {out_dir}; it must be on a"
+            " filesystem that every rank shares"
+        )
+    if existing is not None and not resume:
+        raise FileExistsError(
+            f"out_dir: {out_dir} already holds checkpoint {existing.path.name}; pass resume=True"
+            " to continue it or choose an empty directory"
+        )
+    if existing is not None:
+        start, sampler_state, prior_elapsed = _restore(
+            existing, model, optimizer, scheduler, info, settings
+        )
+        log.info("%s: resuming from %s (step %d)", name, existing.path, start)
+        if start == settings.steps:
+            return StageResult(
+                start, float(existing.meta.get("loss", math.nan)), 0.0, existing.path,
+                out_dir / "metrics.jsonl", resumed_from=start,
+            )  # fmt: skip
+    else:
+        start, sampler_state, prior_elapsed = 0, None, 0.0
+        seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, 0))
+
+    module: nn.Module = LossModule(model, loss_fn)
+    if info.world_size > 1:
+        module = DistributedDataParallel(
+            module,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=settings.find_unused_parameters,
+        )
+    model.train()
+    sampler = ShardedBatchSampler(
+        len(dataset),
+        settings.batch_size,
+        num_batches=settings.steps - start,
+        world_size=info.world_size,
+        rank=info.rank,
+        seed=settings.seed,
+        weights=sample_weights,
+        state=sampler_state,
+    )
+    pin = device.type == "cuda"
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=settings.num_workers,
+        pin_memory=pin,
+        persistent_workers=False,
+        worker_init_fn=_seed_worker,
+        # Seeds the workers' base seed without drawing from (and so shifting) the global RNG.
+        generator=torch.Generator().manual_seed(
+            derive_seed(settings.seed, _LOADER_RNG, info.rank, start)
+        ),
+    )
+    metrics = MetricsLog(out_dir, resume_step=start if existing else None) if info.is_main else None
+    bar = StageProgress(name, settings.steps, start, progress and info.is_main)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
+    generator = torch.Generator(device=device)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"
+    )
+    stats = StepStats(device)
+    last_loss = math.nan
+    run_start = interval_start = time.perf_counter()
+    interval_steps = 0
+    try:
+        for k, batch in enumerate(loader):
+            step = start + k
+            batch = _to_device(batch, device, non_blocking=pin)
+            generator.manual_seed(derive_seed(settings.seed, info.rank, step))
+            with autocast:
+                loss, step_metrics = module(batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
+            optimizer.step()
+            scheduler.step()
+            stats.add(loss, step_metrics, grad_norm)
+            interval_steps += 1
+            done = step + 1
+            checkpoint_now = done % settings.checkpoint_every == 0 or done == settings.steps
+            record = None
+            if done % settings.log_every == 0 or checkpoint_now:
+                now = time.perf_counter()
+                record = {"step": done, **stats.reduce(done), **lrs}
+                record["samples_per_s"] = (
+                    settings.batch_size * interval_steps / (now - interval_start)
+                )
+                record["elapsed_s"] = prior_elapsed + now - run_start
+                interval_start, interval_steps = now, 0
+                last_loss = record["loss"]
+                if metrics is not None:
+                    metrics.write(record)
+            if checkpoint_now:
+                trainer_state = {
+                    "step": done,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state_after(k + 1).as_dict(),
+                    "rng": all_gather_objects(get_rng_state()),
+                    "world_size": info.world_size,
+                    "elapsed_s": prior_elapsed + time.perf_counter() - run_start,
+                }
+                meta = {
+                    "name": name,
+                    "steps": settings.steps,
+                    "loss": last_loss,
+                    "world_size": info.world_size,
+                    "settings": asdict(settings),
+                }
+                if info.is_main:
+                    save_checkpoint(out_dir, done, model.state_dict(), trainer_state, meta)
+                barrier()
+            bar.advance(
+                None if record is None else record["loss"],
+                None if record is None else record["samples_per_s"],
+            )
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    return StageResult(
+        settings.steps,
+        last_loss,
+        time.perf_counter() - wall_start,
+        out_dir / "checkpoints" / step_name(settings.steps),
+        out_dir / "metrics.jsonl",
+        resumed_from=start if existing else None,
+    )
+
+
+def _check_output(out: object) -> tuple[Tensor, dict]:
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        raise TypeError(f"loss_fn: expected (loss, metrics dict), got {type(out).__name__}")
+    loss, step_metrics = out
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn: expected a scalar loss tensor, got {shape}")
+    if not loss.requires_grad:
+        raise ValueError("loss_fn: the loss does not require grad; nothing would train")
+    return loss, step_metrics
