@@ -108,7 +108,10 @@ class NextScaleGenerator(nn.Module):
         nn.init.normal_(self.level.weight, std=0.02)
         self.head_norm = nn.LayerNorm(d)
         self.head_proj = nn.Linear(d, config.vocab_size)
-        levels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        # output_size: lets the model be built on the meta device (sizing, deferred init).
+        levels = torch.repeat_interleave(
+            torch.arange(len(counts)), torch.tensor(counts), output_size=sum(counts)
+        )
         self.register_buffer("levels", levels, persistent=False)
 
     # ---- sizes and layout -----------------------------------------------------------------

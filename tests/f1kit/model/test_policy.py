@@ -1,0 +1,161 @@
+"""F1Policy (queue, history, normalisation), save/load, and the paper-size config on meta."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from f1kit.model import F1, F1Config, F1Policy, PretrainedError, load_pretrained
+from flow import Normalizer
+from tests.f1kit.model.helpers import micro_model
+
+
+def _observation(seed: int, b: int | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    shape = (64, 64, 3) if b is None else (b, 64, 64, 3)
+    return {
+        "observation.images.corner": rng.integers(0, 256, shape, dtype=np.uint8),
+        "observation.state": rng.normal(size=(4,) if b is None else (b, 4)).astype(np.float32),
+        "task": "reach the goal",
+    }
+
+
+def _norms() -> tuple[Normalizer, Normalizer]:
+    state = Normalizer(
+        torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.tensor([2.0, 1.0, 0.5, 1.0]), "mean_std"
+    )
+    action = Normalizer(
+        torch.tensor([0.5, 0.0, -0.5, 0.2]), torch.tensor([3.0, 1.0, 2.0, 0.1]), "mean_std"
+    )
+    return state, action
+
+
+def test_select_action_executes_n_of_each_chunk_then_replans():
+    model = micro_model()  # chunk 3, execute 2
+    policy = F1Policy(model, seed=0)
+    calls = []
+    original = model.predict
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])  # history codes [b, t, N]
+        return original(*args, **kwargs)
+
+    model.predict = counting
+    obs = [_observation(i) for i in range(5)]
+    actions = [policy.select_action(o) for o in obs]
+    assert len(calls) == 3  # steps 0, 2, 4 re-plan
+    assert all(a.shape == (4,) for a in actions)
+    # Step 4's history: frames 4-9, 4-6, 4-3, 4 -> clamped to 0, 0, 1, 4 (as the data window does).
+    expected = [model.frame_codes(policy._images(obs[s])) for s in (0, 0, 1, 4)]
+    assert torch.equal(calls[2], torch.stack(expected, dim=1))
+    # Served from the queue: step 1's action is the second of step 0's chunk.
+    policy.reset()
+    model.predict = original
+    chunk = F1Policy(model, seed=0).predict_action_chunk(obs[0])[0].numpy()
+    first, second = policy.select_action(obs[0]), policy.select_action(obs[1])
+    np.testing.assert_allclose(first, chunk[0], rtol=1e-6)
+    np.testing.assert_allclose(second, chunk[1], rtol=1e-6)
+
+
+def test_policy_normalises_state_and_unnormalises_actions():
+    model = micro_model(generation=False)
+    state_norm, action_norm = _norms()
+    plain = F1Policy(model, seed=3)
+    normed = F1Policy(model, seed=3, state_norm=state_norm, action_norm=action_norm)
+    obs = _observation(0)
+    raw_state = obs["observation.state"]
+    # The normalised policy on raw obs == the plain policy on pre-normalised obs, un-normalised.
+    pre = {**obs, "observation.state": state_norm(torch.from_numpy(raw_state)).numpy()}
+    expected = action_norm.inverse(plain.predict_action_chunk(pre))
+    torch.testing.assert_close(normed.predict_action_chunk(obs), expected)
+
+
+def test_batched_observations_give_batched_actions():
+    policy = F1Policy(micro_model(generation=False), seed=0)
+    obs = _observation(1, b=3)
+    obs["task"] = ["a", "b", "c"]
+    assert policy.select_action(obs).shape == (3, 4)
+    with pytest.raises(ValueError, match="expected 3 instructions"):
+        policy.predict_action_chunk({**obs, "task": ["a"]})
+    with pytest.raises(ValueError, match=r"missing 'observation\.images\.corner'"):
+        policy.predict_action_chunk({"task": "a"})
+
+
+def test_predicted_frame_is_the_decoded_foresight():
+    policy = F1Policy(micro_model(), seed=0, decode_foresight=True)
+    assert policy.predicted_frame() is None
+    policy.select_action(_observation(0))
+    frame = policy.predicted_frame()
+    assert frame.dtype == np.uint8 and frame.shape == (64, 64, 3)
+
+
+def test_save_load_round_trip_gives_identical_actions(tmp_path):
+    state_norm, action_norm = _norms()
+    policy = F1Policy(micro_model(), seed=5, state_norm=state_norm, action_norm=action_norm)
+    out = policy.save_pretrained(tmp_path / "policy")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "normalization.safetensors",
+    ]
+    loaded = F1Policy.from_pretrained(out, seed=5)
+    assert loaded.model.config == policy.model.config
+    obs = _observation(2)
+    torch.testing.assert_close(
+        loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs), rtol=0, atol=0
+    )
+    # Saving again over the same directory replaces it whole (no stale files, no temp dirs).
+    policy.save_pretrained(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
+
+
+def test_loading_mismatched_weights_lists_every_problem(tmp_path):
+    out = F1Policy(micro_model()).save_pretrained(tmp_path / "p")
+    tensors = load_file(str(out / "model.safetensors"))
+    del tensors["action_head.action_out.bias"]
+    tensors["action_head.action_in.weight"] = torch.zeros(3, 3)
+    tensors["stray.weight"] = torch.zeros(1)
+    save_file(tensors, str(out / "model.safetensors"))
+    with pytest.raises(PretrainedError) as err:
+        load_pretrained(out)
+    text = str(err.value)
+    assert "missing (1): action_head.action_out.bias" in text
+    assert "unexpected (1): stray.weight" in text
+    assert "action_head.action_in.weight: file (3, 3)" in text
+
+
+def test_loading_a_broken_directory_names_the_file(tmp_path):
+    with pytest.raises(PretrainedError, match=r"config\.json: not found"):
+        load_pretrained(tmp_path)
+    out = F1Policy(micro_model(generation=False)).save_pretrained(tmp_path / "p")
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["trunk"]["depth"] = "two"
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match=r"trunk\.depth"):
+        load_pretrained(out)
+
+
+def _trunk_expert_params(width: int, mlp: int, heads: int, kv: int, head_dim: int) -> int:
+    attn = width * heads * head_dim * 2 + width * kv * head_dim * 2  # q, o; k, v (no biases)
+    return attn + 3 * width * mlp + 2 * width  # GeGLU gate/up/down; input + post RMSNorm
+
+
+def test_paper_configuration_builds_on_meta_with_the_published_size():
+    config = F1Config.paper()
+    with torch.device("meta"):
+        model = F1(config)
+    count = {name: sum(p.numel() for p in mod.parameters()) for name, mod in model.named_children()}
+    per_layer = sum(
+        _trunk_expert_params(w, m, 8, 1, 256)
+        for w, m in ((2048, 16384), (1024, 4096), (1024, 4096))
+    )
+    assert count["trunk"] == 18 * per_layer + 2048 + 1024 + 1024  # + final norms
+    # DESIGN.md s1: ~3.5 B useful parameters (Gemma-2B with its 257k embedding, SigLIP So400m,
+    # two 0.3 B experts); the VAR tokenizer (frozen) comes on top.
+    useful = sum(v for k, v in count.items() if k != "tokenizer")
+    assert 3.4e9 < useful < 3.7e9, useful
+    assert 80e6 < count["tokenizer"] < 130e6
+    assert model.generator.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    assert model.understanding.image_tokens == 256
