@@ -132,3 +132,22 @@ def test_window_on_generated_demos(demo_root: Path) -> None:
     # Consecutive frames of a rollout differ, so a wrong offset would be caught.
     frames = ds.frames(key, np.arange(10))
     assert all(not np.array_equal(frames[j], frames[j + 3]) for j in range(7))
+
+
+def test_precomputed_codes_replace_history_and_foresight(coded_dataset: RobotDataset) -> None:
+    """Row r's codes are [r, 10 r, 100 r]: every sample's codes name the rows its frames had."""
+    rows = np.arange(len(coded_dataset))
+    codes = np.stack([rows, 10 * rows, 100 * rows], axis=1)
+    cfg = WindowConfig(chunk=4, **RAW)
+    framed = WindowedDataset(coded_dataset, cfg)
+    coded = WindowedDataset(coded_dataset, cfg, codes=[codes])
+    for i in range(len(coded)):
+        f, c = framed[i], coded[i]
+        assert "history" not in c and "foresight" not in c
+        assert torch.equal(c["images"], f["images"])
+        hist_rows = f["history"][:, 0, 0, 0, 0].long()
+        assert torch.equal(c["history_codes"], torch.from_numpy(codes)[hist_rows])
+        ahead = int(f["foresight"][0, 0, 0, 0])
+        assert c["foresight_codes"].tolist() == codes[ahead].tolist()
+    with pytest.raises(ValueError, match=r"codes\[0\]: expected \[41 rows"):
+        WindowedDataset(coded_dataset, cfg, codes=[codes[:-1]])

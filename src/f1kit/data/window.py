@@ -13,6 +13,10 @@ A sample at dataset row ``i`` (frame ``f`` of its episode, ``[lo, hi)`` its rows
 * ``task`` (instruction string), ``task_index`` (over all datasets' tasks), ``dataset_index``,
   ``index`` (row in its dataset).
 
+Given precomputed tokenizer codes per row (``codes=``, the frozen tokenizer's pyramid of the
+generation camera), ``history_codes`` int64 ``(t, N)`` and ``foresight_codes`` ``(N,)`` replace the
+history and foresight frames: a training step then never runs the tokenizer.
+
 Frames come from the readers' in-memory uint8 caches, so a sample costs a few array gathers.
 """
 
@@ -71,9 +75,26 @@ class WindowedDataset(Dataset):
     """
 
     def __init__(
-        self, datasets: RobotDataset | Sequence[RobotDataset], config: WindowConfig
+        self,
+        datasets: RobotDataset | Sequence[RobotDataset],
+        config: WindowConfig,
+        codes: Sequence[np.ndarray] | None = None,
     ) -> None:
         self.datasets = [datasets] if isinstance(datasets, RobotDataset) else list(datasets)
+        # Precomputed tokenizer codes per dataset row ([rows, N] per dataset): samples then carry
+        # ``history_codes`` / ``foresight_codes`` instead of the history and foresight frames.
+        self.codes = None if codes is None else [np.asarray(c) for c in codes]
+        if self.codes is not None:
+            if len(self.codes) != len(self.datasets):
+                raise ValueError(
+                    f"codes: expected one array per dataset ({len(self.datasets)}), "
+                    f"got {len(self.codes)}"
+                )
+            for d, (c, ds) in enumerate(zip(self.codes, self.datasets, strict=True)):
+                if c.ndim != 2 or c.shape[0] != len(ds):
+                    raise ValueError(
+                        f"codes[{d}]: expected [{len(ds)} rows, N], got {list(c.shape)}"
+                    )
         if not self.datasets:
             raise ValueError("datasets: expected at least one dataset, got none")
         self.config = config
@@ -150,7 +171,6 @@ class WindowedDataset(Dataset):
         ahead = row + cfg.foresight
         acts = row + np.arange(cfg.chunk)
         frame_rows = np.clip(np.r_[hist, row, ahead], lo, hi - 1)
-        frames = self._images(ds, frame_rows) if self.image_keys else None
         state = torch.from_numpy(ds.numeric[cfg.state_key][row])
         action = torch.from_numpy(ds.numeric[cfg.action_key][np.clip(acts, lo, hi - 1)])
         sample: dict[str, object] = {
@@ -164,8 +184,15 @@ class WindowedDataset(Dataset):
             "dataset_index": d,
             "index": row,
         }
-        if frames is not None:
-            t = len(cfg.history)
+        t = len(cfg.history)
+        if self.codes is not None:
+            codes = torch.from_numpy(self.codes[d][frame_rows].astype(np.int64))
+            sample["history_codes"], sample["foresight_codes"] = codes[:t], codes[t + 1]
+            frame_rows = frame_rows[t : t + 1]  # only the current frame is still needed
+        frames = self._images(ds, frame_rows) if self.image_keys else None
+        if frames is not None and self.codes is not None:
+            sample["images"] = frames[0]
+        elif frames is not None:
             sample["history"], sample["images"], sample["foresight"] = (
                 frames[:t],
                 frames[t],
