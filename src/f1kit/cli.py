@@ -11,6 +11,14 @@ app = typer.Typer(
     help="f1kit: foresight-guided robot policies (F1) from independent blocks.",
     no_args_is_help=True,
 )
+recipe_app = typer.Typer(
+    help="Recipes: a whole F1 run (data, model, stages) in one YAML file (docs/recipes.md).",
+    no_args_is_help=True,
+)
+app.add_typer(recipe_app, name="recipe")
+
+# Exit status of a recipe that fails validation (typer's own usage errors also exit 2).
+INVALID_RECIPE = 2
 
 
 def _parse_scales(text: str) -> tuple[int, ...]:
@@ -126,3 +134,83 @@ def version() -> None:
     from f1kit import __version__
 
     typer.echo(__version__)
+
+
+# ---- f1kit recipe ... ------------------------------------------------------------------------
+
+_SET_HELP = "override KEY.PATH=VALUE (YAML value), repeatable: --set stages.1.steps=10"
+
+
+def _load_or_exit(file: Path, overrides: list[str] | None):  # -> Recipe (imported lazily)
+    from f1kit.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(file, overrides or ())
+    except RecipeError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(INVALID_RECIPE) from None
+
+
+@recipe_app.command("validate")
+def recipe_validate(
+    file: Path = typer.Argument(..., help="recipe YAML file"),
+    overrides: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+) -> None:
+    """Check a recipe (schema and cross-stage rules); exit 2 listing every problem."""
+    recipe = _load_or_exit(file, overrides)
+    typer.echo(f"ok: {recipe.name}, {len(recipe.stages)} stages")
+
+
+@recipe_app.command("show")
+def recipe_show(
+    file: Path = typer.Argument(..., help="recipe YAML file"),
+    overrides: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+) -> None:
+    """Print the fully resolved recipe: every default filled in, overrides applied."""
+    from f1kit.recipe import resolved_yaml
+
+    typer.echo(resolved_yaml(_load_or_exit(file, overrides)), nl=False)
+
+
+@recipe_app.command("run")
+def recipe_run(
+    file: Path = typer.Argument(..., help="recipe YAML file"),
+    overrides: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    resume: bool = typer.Option(False, help="continue the run in the output directory"),
+    output: Path | None = typer.Option(
+        None, help="run directory (default: the recipe's output, runs/{name})"
+    ),
+) -> None:
+    """Run every stage of a recipe: data, training stages, evaluation, report."""
+    recipe = _load_or_exit(file, overrides)  # nothing is written before this passes
+    from f1kit.recipe.run import run_recipe
+
+    out = run_recipe(recipe, output_dir=output or recipe.output_dir(), resume=resume)
+    typer.echo(f"done: {out}")
+
+
+@recipe_app.command("list")
+def recipe_list(
+    folder: Path | None = typer.Option(
+        None, "--dir", help="folder of recipe files (default: ./recipes, else the repository's)"
+    ),
+) -> None:
+    """List the recipes in a folder: file, name, stages and description."""
+    from f1kit.recipe import RecipeError, load_recipe
+
+    if folder is None:
+        here = Path("recipes")
+        folder = here if here.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) if folder.is_dir() else []
+    if not files:
+        typer.echo(f"no recipes (*.yaml) in {folder}", err=True)
+        raise typer.Exit(1)
+    for path in files:
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as err:
+            first = err.problems[0] if err.problems else ("", str(err))
+            typer.echo(f"{path.name}: INVALID ({': '.join(p for p in first if p)})")
+            continue
+        summary = recipe.description.strip().splitlines()[0] if recipe.description.strip() else ""
+        typer.echo(f"{path.name}: {recipe.name} ({len(recipe.stages)} stages) {summary}".rstrip())

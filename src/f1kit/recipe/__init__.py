@@ -1,0 +1,41 @@
+"""Recipes: a whole F1 run (data, model, stages) as one validated YAML file."""
+
+from f1kit.recipe.loading import (
+    apply_overrides,
+    load_recipe,
+    parse_yaml,
+    recipe_from_dict,
+    resolved_yaml,
+    validation_problems,
+)
+from f1kit.recipe.schema import (
+    DataConfig,
+    EvalStage,
+    OptimizerConfig,
+    Problems,
+    Recipe,
+    RecipeError,
+    ScheduleConfig,
+    Stage,
+    TokenizerStage,
+    TrainStage,
+)
+
+__all__ = [
+    "DataConfig",
+    "EvalStage",
+    "OptimizerConfig",
+    "Problems",
+    "Recipe",
+    "RecipeError",
+    "ScheduleConfig",
+    "Stage",
+    "TokenizerStage",
+    "TrainStage",
+    "apply_overrides",
+    "load_recipe",
+    "parse_yaml",
+    "recipe_from_dict",
+    "resolved_yaml",
+    "validation_problems",
+]

@@ -1,0 +1,281 @@
+"""The rules that span recipe sections: stages against the model, data windows against the model.
+
+Each rule returns problems as (key path from the recipe root, message naming the bad value and
+what is allowed), so one run of the checks reports everything wrong with a recipe at once.
+"""
+
+import inspect
+from dataclasses import fields
+
+from f1kit.model import TEXT_TOKENIZERS, VISION_ENCODERS, F1Config
+from f1kit.model.vision import ViTConfig
+from f1kit.recipe.schema import (
+    METAWORLD_ACTION_DIM,
+    METAWORLD_STATE_DIM,
+    DataConfig,
+    EvalStage,
+    Recipe,
+    TokenizerStage,
+    TrainStage,
+)
+from f1kit.sim import CAMERAS
+
+Problem = tuple[str, str]
+
+
+def recipe_problems(recipe: Recipe) -> list[Problem]:
+    """Every cross-section problem of a recipe whose sections are each valid."""
+    problems = _component_problems(recipe.model)
+    return problems + _data_against_model(recipe.data, recipe.model) + _stage_problems(recipe)
+
+
+def _no_gen(model: F1Config) -> str:
+    return "this model is No-Gen (model.generation is null)"
+
+
+def _component_problems(model: F1Config) -> list[Problem]:
+    """Registered names, and their args where that needs no weights or files: a typo here would
+    otherwise surface only when the model is built, after the demos have been generated."""
+    problems = []
+    vision, text = model.vision, model.text
+    if vision.name not in VISION_ENCODERS:
+        problems.append(
+            (
+                "model.vision.name",
+                f"{vision.name!r} is not a registered vision encoder; "
+                f"expected one of {sorted(VISION_ENCODERS)}",
+            )
+        )
+    elif vision.name == "vit":
+        known = [f.name for f in fields(ViTConfig)]
+        unknown = sorted(set(vision.args) - set(known))
+        if unknown:
+            problems.append(
+                ("model.vision.args", f"unknown vit args {unknown}; expected some of {known}")
+            )
+        else:
+            try:
+                ViTConfig(**vision.args)
+            except (TypeError, ValueError) as err:
+                problems.append(("model.vision.args", str(err)))
+    if text.name not in TEXT_TOKENIZERS:
+        problems.append(
+            (
+                "model.text.name",
+                f"{text.name!r} is not a registered text tokenizer; "
+                f"expected one of {sorted(TEXT_TOKENIZERS)}",
+            )
+        )
+    else:
+        params = inspect.signature(TEXT_TOKENIZERS[text.name]).parameters
+        unknown = sorted(set(text.args) - set(params))
+        if unknown:
+            problems.append(
+                (
+                    "model.text.args",
+                    f"unknown {text.name} args {unknown}; expected some of {list(params)}",
+                )
+            )
+    return problems
+
+
+def _data_against_model(data: DataConfig, model: F1Config) -> list[Problem]:
+    problems = []
+    if data.chunk != model.action.chunk:
+        problems.append(
+            (
+                "data.chunk",
+                f"{data.chunk} differs from model.action.chunk {model.action.chunk}; "
+                "the training windows must hold the chunk the action head predicts",
+            )
+        )
+    gen = model.generation
+    if gen is not None:
+        if gen.history != len(data.history):
+            problems.append(
+                (
+                    "data.history",
+                    f"{len(data.history)} offsets {data.history} but "
+                    f"model.generation.history is {gen.history}; give one offset per history "
+                    "frame",
+                )
+            )
+        if gen.camera >= len(data.cameras):
+            problems.append(
+                (
+                    "model.generation.camera",
+                    f"index {gen.camera} is out of range for the "
+                    f"{len(data.cameras)} camera(s) {data.cameras}",
+                )
+            )
+    if data.source == "metaworld":
+        for key, need, what in (
+            ("action_dim", METAWORLD_ACTION_DIM, "action dims (delta xyz, gripper)"),
+            ("state_dim", METAWORLD_STATE_DIM, "state dims (hand xyz, gripper)"),
+        ):
+            have = getattr(model.action, key)
+            if have < need:
+                problems.append(
+                    (
+                        f"model.action.{key}",
+                        f"{have} is smaller than Meta-World's {need} {what}; "
+                        f"expected >= {need} (smaller robots are zero-padded up to it)",
+                    )
+                )
+    return problems
+
+
+def _stage_problems(recipe: Recipe) -> list[Problem]:
+    model, data = recipe.model, recipe.data
+    gen = model.generation
+    experts = model.experts
+    scales = gen.tokenizer.vqvae_config().scales if gen is not None else ()
+    # A Generation model reads tokenizer codes for its history and foresight tokens, so every
+    # train stage needs a tokenizer that is trained (a stage before it) or loaded (path).
+    tokenizer_ready = gen is not None and gen.tokenizer.path is not None
+    gen_trained_by: str | None = None
+    trained = False
+    names: dict[str, int] = {}
+    problems: list[Problem] = []
+    for i, stage in enumerate(recipe.stages):
+        at = f"stages.{i}"
+        if stage.name in names:
+            problems.append(
+                (
+                    f"{at}.name",
+                    f"{stage.name!r} is already the name of stages.{names[stage.name]}"
+                    "; stage names must be unique",
+                )
+            )
+        names.setdefault(stage.name, i)
+        if isinstance(stage, TokenizerStage):
+            if gen is None:
+                problems.append(
+                    (f"{at}.kind", f"a tokenizer stage needs a Generation expert; {_no_gen(model)}")
+                )
+            elif gen_trained_by is not None:
+                problems.append(
+                    (
+                        at,
+                        f"retraining the tokenizer after stage {gen_trained_by!r} changes the "
+                        "codes its Generation expert learned; put tokenizer stages before every "
+                        "train stage",
+                    )
+                )
+            else:
+                tokenizer_ready = True
+        elif isinstance(stage, TrainStage):
+            problems += _train_problems(stage, at, model, experts, scales, tokenizer_ready)
+            if gen is not None and gen_trained_by is None:
+                gen_trained_by = stage.name
+            trained = True
+        elif isinstance(stage, EvalStage):
+            problems += _eval_problems(stage, at, model, data, trained)
+    return problems
+
+
+def _train_problems(
+    stage: TrainStage,
+    at: str,
+    model: F1Config,
+    experts: tuple[str, ...],
+    scales: tuple[int, ...],
+    tokenizer_ready: bool,
+) -> list[Problem]:
+    problems = []
+    note = " (No-Gen: generation is null)" if model.generation is None else ""
+    for j, expert in enumerate(stage.train):
+        if expert not in experts:
+            problems.append(
+                (
+                    f"{at}.train.{j}",
+                    f"{expert!r} is not an expert of this model{note}; experts "
+                    f"are {', '.join(experts)}",
+                )
+            )
+    if model.generation is None:
+        weight = stage.losses.get("generation", 0.0)
+        if weight > 0:
+            problems.append(
+                (
+                    f"{at}.losses.generation",
+                    f"{weight} needs a Generation expert; "
+                    f"{_no_gen(model)}; set it to 0 or remove it",
+                )
+            )
+        for key in ("scales", "foresight"):
+            if getattr(stage, key) is not None:
+                problems.append(
+                    (
+                        f"{at}.{key}",
+                        f"{getattr(stage, key)!r} applies to the Generation expert; "
+                        f"{_no_gen(model)}; leave it null",
+                    )
+                )
+        return problems
+    if stage.scales is not None and stage.scales > len(scales):
+        problems.append(
+            (
+                f"{at}.scales",
+                f"{stage.scales} exceeds the tokenizer's {len(scales)} scales "
+                f"{scales}; expected 1..{len(scales)} or null (all)",
+            )
+        )
+    if not tokenizer_ready:
+        problems.append(
+            (
+                at,
+                "the Generation expert reads tokenizer codes (history and foresight), but no "
+                "tokenizer stage comes before this stage and model.generation.tokenizer.path is "
+                "not set; add a tokenizer stage first or set the path",
+            )
+        )
+    return problems
+
+
+def _eval_problems(
+    stage: EvalStage, at: str, model: F1Config, data: DataConfig, trained: bool
+) -> list[Problem]:
+    problems = []
+    if not trained:
+        problems.append(
+            (
+                at,
+                "no train stage comes before this evaluate stage, so there is no trained "
+                "policy to evaluate",
+            )
+        )
+    if stage.decode_foresight and model.generation is None:
+        problems.append(
+            (
+                f"{at}.decode_foresight",
+                f"true needs a Generation expert; {_no_gen(model)}; set it to false or null",
+            )
+        )
+    if data.source == "metaworld" and stage.seed == data.seed:
+        problems.append(
+            (
+                f"{at}.seed",
+                f"{stage.seed} equals data.seed, so evaluation would replay the "
+                "training layouts; use a different seed (default 10000)",
+            )
+        )
+    if data.source == "lerobot":
+        if stage.tasks is None:
+            problems.append(
+                (
+                    f"{at}.tasks",
+                    "evaluation runs Meta-World tasks; with source lerobot name them "
+                    "here (data.tasks only applies to generated demos)",
+                )
+            )
+        bad = [c for c in data.cameras if c not in CAMERAS]
+        if bad:
+            problems.append(
+                (
+                    "data.cameras",
+                    f"{bad} are not Meta-World cameras, so stage {stage.name!r} "
+                    f"cannot render them; expected some of {CAMERAS}",
+                )
+            )
+    return problems

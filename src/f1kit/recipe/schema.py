@@ -1,0 +1,417 @@
+"""The recipe format: one YAML file holds a whole F1 run (data, model, stages) as validated data.
+
+A recipe maps 1:1 onto the components' own configs: ``data`` onto `f1kit.sim.DemoConfig` and
+`f1kit.data.WindowConfig`, ``model`` IS an `f1kit.model.F1Config`, a ``tokenizer`` stage onto
+`foresight.TokenizerTrainConfig`, a ``train`` stage onto `f1kit.model.Objective` +
+`f1kit.train.TrainSettings`, an ``evaluate`` stage onto `f1kit.sim.EvalConfig` (DESIGN.md s5:
+"which experts train, which losses with what weight, how many scales, which data" are plain data).
+
+Every section forbids unknown keys and is immutable. Checks that span sections (an expert trained
+that the model lacks, a generation loss without a tokenizer, data windows that do not fit the
+model) run after the per-field checks and report every problem at once with its key path, via
+:class:`Problems`; `f1kit.recipe.loading` turns them into a :class:`RecipeError`.
+
+Example:
+    >>> recipe = Recipe.model_validate(
+    ...     {"name": "toy", "model": F1Config.tiny().model_dump(mode="json"),
+    ...      "stages": [{"kind": "tokenizer", "name": "tok", "steps": 10, "batch_size": 8}]})
+    >>> recipe.output_dir()
+    PosixPath('runs/toy')
+"""
+
+import string
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from f1kit.data import WindowConfig
+from f1kit.model import F1Config, Objective
+from f1kit.sim import CAMERAS, DemoConfig, EvalConfig, resolve_tasks
+from f1kit.train import TrainSettings
+from foresight import TokenizerTrainConfig
+
+EXPERTS = ("understanding", "generation", "action")
+STAGE_KINDS = ("tokenizer", "train", "evaluate")
+# Meta-World v3's proprio state (hand xyz, gripper) and action (delta xyz, gripper) widths.
+METAWORLD_STATE_DIM = METAWORLD_ACTION_DIM = 4
+
+
+class RecipeError(ValueError):
+    """An invalid recipe: ``problems`` are (key path, message); str() gives one line each as
+    ``<source>: <key.path>: <message>``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {p}: {m}" if p else f"{source}: {m}" for p, m in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class Problems(ValueError):
+    """Several problems found by one validator, each with its key path relative to the section
+    it validates (pydantic keeps this exception in the error's ``ctx``; the loader expands it)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.problems))
+
+
+def _not_bool(value: Any) -> Any:
+    # bool is an int subclass and pydantic's lax mode turns `true` into 1: `steps: true` is a typo.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Real = Annotated[float, BeforeValidator(_not_bool)]
+Count = Annotated[Int, Field(gt=0)]
+NonNegative = Annotated[Int, Field(ge=0)]
+Rate = Annotated[Real, Field(gt=0)]
+Weight = Annotated[Real, Field(ge=0)]
+# Names become directory names in the run folder.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+Expert = Literal["understanding", "generation", "action"]
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are immutable, no NaN/inf."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _check_tasks(value: list[str] | str | None) -> list[str] | str | None:
+    if value is not None:
+        resolve_tasks(value)  # kept as written ("MT10" stays readable in the resolved recipe)
+    return value
+
+
+class DataConfig(Section):
+    """Where training windows come from: generated Meta-World demos or local LeRobot datasets."""
+
+    source: Literal["metaworld", "lerobot"] = "metaworld"
+    tasks: list[str] | str = Field(default_factory=lambda: ["reach-v3"])
+    episodes: Count = 30
+    image_size: Annotated[Int, Field(ge=8, le=1024)] = 64
+    cameras: list[str] = Field(default_factory=lambda: ["corner"], min_length=1)
+    max_steps: Count = 200
+    seed: NonNegative = 0
+    workers: NonNegative = 1
+    paths: list[str] = Field(default_factory=list)
+    history: list[Int] = Field(default_factory=lambda: [-9, -6, -3, 0])
+    foresight: Count = 3
+    chunk: Count = 4
+    normalization: Literal["mean_std", "min_max", "quantile"] = "mean_std"
+    weighting: Literal["uniform", "task"] = "task"
+
+    _check_tasks = field_validator("tasks")(_check_tasks)
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, value: list[int]) -> list[int]:
+        WindowConfig(history=tuple(value))  # its rule and message: increasing offsets <= 0
+        return value
+
+    @model_validator(mode="after")
+    def _source_rules(self) -> "DataConfig":
+        problems = []
+        if len(set(self.cameras)) != len(self.cameras):
+            problems.append(("cameras", f"duplicate camera names in {self.cameras}"))
+        if self.source == "metaworld":
+            bad = [c for c in self.cameras if c not in CAMERAS]
+            if bad:
+                problems.append(
+                    ("cameras", f"unknown Meta-World camera(s) {bad}; expected some of {CAMERAS}")
+                )
+            if self.paths:
+                problems.append(
+                    ("paths", "only for source: lerobot (metaworld demos are generated)")
+                )
+        else:
+            if not self.paths:
+                problems.append(("paths", "source lerobot needs at least one dataset root"))
+            defaults = DataConfig.model_fields
+            for key in ("tasks", "episodes", "max_steps", "workers"):
+                # Compared by value, not by "was it written", so a resolved recipe reloads.
+                if getattr(self, key) != defaults[key].get_default(call_default_factory=True):
+                    problems.append((key, "demo generation setting, only for source: metaworld"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return resolve_tasks(self.tasks)
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(f"observation.images.{c}" for c in self.cameras)
+
+    def demo_config(self) -> DemoConfig:
+        """The expert-demo generation this section describes (source ``metaworld``)."""
+        if self.source != "metaworld":
+            raise ValueError(f"data.source: demos are generated for metaworld, not {self.source}")
+        return DemoConfig(
+            tasks=self.task_names,
+            episodes=self.episodes,
+            cameras=tuple(self.cameras),
+            size=self.image_size,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            workers=self.workers,
+        )
+
+    def window_config(self) -> WindowConfig:
+        """What one training sample holds: history frames, foresight offset, action chunk."""
+        return WindowConfig(
+            history=tuple(self.history),
+            foresight=self.foresight,
+            chunk=self.chunk,
+            image_keys=self.image_keys,
+            normalization=self.normalization,
+        )
+
+
+class OptimizerConfig(Section):
+    """AdamW's betas and decoupled weight decay (DESIGN.md s5: betas 0.9, 0.95)."""
+
+    betas: tuple[Annotated[Real, Field(ge=0, lt=1)], Annotated[Real, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.95,
+    )
+    weight_decay: Weight = 0.0
+
+
+class ScheduleConfig(Section):
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the base lr (or constant)."""
+
+    warmup_steps: NonNegative = 0
+    kind: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: Annotated[Real, Field(ge=0, le=1)] = 0.1
+
+
+def _stage_seed(seed: int | None, recipe_seed: int, index: int) -> int:
+    return seed if seed is not None else recipe_seed + index
+
+
+class TokenizerStage(Section):
+    """Train the multi-scale VQ-VAE on the generation camera's frames (`train_tokenizer`)."""
+
+    kind: Literal["tokenizer"]
+    name: Name
+    steps: Count
+    batch_size: Count
+    lr: Rate = 2e-4
+    seed: NonNegative | None = None
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    vq_weight: Weight = 1.0
+    grad_clip: Rate | None = 1.0
+    dead_code_threshold: Weight | None = 0.5
+    restart_every: Count = 25
+    kmeans_init_rounds: NonNegative = 0
+
+    def train_config(self, recipe_seed: int, index: int) -> TokenizerTrainConfig:
+        """The tokenizer trainer's settings; seed None = recipe seed + stage index."""
+        return TokenizerTrainConfig(
+            steps=self.steps,
+            lr=self.lr,
+            seed=_stage_seed(self.seed, recipe_seed, index),
+            betas=self.optimizer.betas,
+            weight_decay=self.optimizer.weight_decay,
+            vq_weight=self.vq_weight,
+            grad_clip=self.grad_clip,
+            dead_code_threshold=self.dead_code_threshold,
+            restart_every=self.restart_every,
+            kmeans_init_rounds=self.kmeans_init_rounds,
+        )
+
+
+class TrainStage(Section):
+    """One F1 training stage (align, pretrain, post-train): which experts train (the rest are
+    frozen), which losses with which weights, how many foresight scales, teacher or sampled
+    foresight, and the optimisation numbers. It starts from the previous stage's weights."""
+
+    kind: Literal["train"]
+    name: Name
+    train: list[Expert] = Field(min_length=1)
+    losses: dict[Literal["generation", "action"], Weight]
+    scales: Count | None = None
+    foresight: Literal["teacher", "sampled"] | None = None
+    steps: Count
+    batch_size: Count
+    lr: dict[Expert, Rate]
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    grad_clip: Rate | None = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: NonNegative | None = None
+    checkpoint_every: Count = 200
+    log_every: Count = 10
+    num_workers: NonNegative = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainStage":
+        problems = []
+        if len(set(self.train)) != len(self.train):
+            problems.append(("train", f"an expert is listed twice in {self.train}"))
+        if not any(w > 0 for w in self.losses.values()):
+            problems.append(
+                (
+                    "losses",
+                    f"at least one of generation/action needs a weight > 0, got "
+                    f"{dict(self.losses)}",
+                )
+            )
+        if "action" in self.train and self.losses.get("action", 0.0) == 0:
+            problems.append(
+                (
+                    "losses.action",
+                    "the action expert is trained but its loss weight is 0 (the "
+                    "action tokens then leave the pass and it gets no gradient); give it a weight "
+                    "> 0 or remove action from train",
+                )
+            )
+        missing = [e for e in dict.fromkeys(self.train) if e not in self.lr]
+        extra = [e for e in self.lr if e not in self.train]
+        if missing or extra:
+            problems.append(
+                (
+                    "lr",
+                    f"expected one learning rate per trained expert {self.train}; "
+                    + (f"missing {missing}" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"{extra} are not trained in this stage" if extra else ""),
+                )
+            )
+        if self.schedule.warmup_steps > self.steps:
+            problems.append(
+                (
+                    "schedule.warmup_steps",
+                    f"{self.schedule.warmup_steps} exceeds the stage's {self.steps} steps",
+                )
+            )
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def objective(self, model: F1Config) -> Objective:
+        """What each step optimises; foresight None = ``model.generation.foresight``."""
+        foresight = self.foresight
+        if foresight is None:
+            foresight = model.generation.foresight if model.generation is not None else "teacher"
+        return Objective(
+            generation=self.losses.get("generation", 0.0),
+            action=self.losses.get("action", 0.0),
+            scales=self.scales,
+            foresight=foresight,
+        )
+
+    def settings(self, recipe_seed: int, index: int) -> TrainSettings:
+        """The trainer's numbers; seed None = recipe seed + stage index.
+
+        Every expert's lr comes from ``lr`` through `F1.param_groups`; TrainSettings' own ``lr``
+        (for groups without one) is set to the largest of them and is never used by F1's groups.
+        """
+        return TrainSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=max(self.lr.values()),
+            betas=self.optimizer.betas,
+            weight_decay=self.optimizer.weight_decay,
+            warmup_steps=self.schedule.warmup_steps,
+            schedule=self.schedule.kind,
+            min_lr_ratio=self.schedule.min_lr_ratio,
+            grad_clip=self.grad_clip,
+            precision=self.precision,
+            seed=_stage_seed(self.seed, recipe_seed, index),
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+            num_workers=self.num_workers,
+            # Some trained parameters never get a gradient: U's last-layer attention output and
+            # MLP (no loss reads U's final hidden states) and the generator's unused CFG context.
+            # DDP must be told; an action-only stage reaches every trained parameter.
+            find_unused_parameters=bool({"understanding", "generation"} & set(self.train)),
+        )
+
+
+class EvalStage(Section):
+    """Closed-loop Meta-World evaluation of the policy trained so far, on held-out layouts."""
+
+    kind: Literal["evaluate"]
+    name: Name
+    tasks: list[str] | str | None = None
+    episodes: Count = 10
+    max_steps: Count = 200
+    seed: NonNegative = 10_000
+    record: NonNegative = 1
+    decode_foresight: bool | None = None
+
+    _check_tasks = field_validator("tasks")(_check_tasks)
+
+    @model_validator(mode="after")
+    def _record_within_episodes(self) -> "EvalStage":
+        if self.record > self.episodes:
+            raise Problems([("record", f"{self.record} videos exceed episodes {self.episodes}")])
+        return self
+
+    def eval_config(self, data: DataConfig, video_dir: Path | str | None = None) -> EvalConfig:
+        """The evaluation loop's settings; tasks None = ``data.tasks``, cameras and image size
+        as in training. ``video_dir`` is where the ``record`` rollouts go (needed when > 0)."""
+        return EvalConfig(
+            tasks=resolve_tasks(self.tasks if self.tasks is not None else data.tasks),
+            episodes=self.episodes,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            cameras=tuple(data.cameras),
+            size=data.image_size,
+            record=self.record,
+            video_dir=video_dir,
+        )
+
+    def decodes_foresight(self, model: F1Config) -> bool:
+        """Whether videos show the decoded foresight; None = whenever the model has G."""
+        if self.decode_foresight is None:
+            return model.generation is not None
+        return self.decode_foresight
+
+
+Stage = Annotated[TokenizerStage | TrainStage | EvalStage, Field(discriminator="kind")]
+
+
+class Recipe(Section):
+    """A whole run: data, the model, and the stages run in order (DESIGN.md s5)."""
+
+    name: Name
+    description: str = ""
+    seed: NonNegative = 0
+    output: str = "runs/{name}"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Count | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: F1Config
+    stages: list[Stage] = Field(min_length=1)
+
+    @field_validator("output")
+    @classmethod
+    def _output_template(cls, value: str) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        if fields - {"name"} or not value.strip():
+            raise ValueError(
+                f"expected a directory path, optionally with {{name}}, got {value!r}"
+                + (f" (unknown placeholders {sorted(fields - {'name'})})" if fields else "")
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        from f1kit.recipe.checks import recipe_problems  # the cross-section rules
+
+        problems = recipe_problems(self)
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def output_dir(self) -> Path:
+        """The run directory: ``output`` with ``{name}`` filled in."""
+        return Path(self.output.format(name=self.name))
