@@ -214,3 +214,7 @@ def recipe_list(
             continue
         summary = recipe.description.strip().splitlines()[0] if recipe.description.strip() else ""
         typer.echo(f"{path.name}: {recipe.name} ({len(recipe.stages)} stages) {summary}".rstrip())
+
+
+if __name__ == "__main__":  # python -m f1kit.cli (tests run the CLI in a fresh process)
+    app()

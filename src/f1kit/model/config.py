@@ -93,7 +93,9 @@ class TokenizerConfig(Strict):
 
     def vqvae_config(self) -> VQVAEConfig:
         base = VQVAEConfig.small_64() if self.preset == "small_64" else VQVAEConfig.var_256()
-        fields = {**base.__dict__, **self.overrides}
+        # YAML gives lists where the dataclass wants tuples (channel_mult, scales).
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()}
+        fields = {**base.__dict__, **overrides}
         unknown = sorted(set(self.overrides) - set(base.__dict__))
         if unknown:
             raise ValueError(f"tokenizer.overrides: unknown VQVAEConfig fields {unknown}")

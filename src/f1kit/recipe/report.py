@@ -1,0 +1,198 @@
+"""``report.md`` of a recipe run: the recipe, per-stage losses and times, success rates with
+Wilson intervals, and the pictures (loss curves, success rates, foresight next to ground truth)."""
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a display
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from f1kit.data import WindowConfig, WindowedDataset
+from f1kit.model import F1
+from f1kit.recipe.loading import resolved_yaml
+from f1kit.recipe.schema import Recipe
+from f1kit.train import plot_losses, read_metrics
+
+
+def write_report(
+    out: Path,
+    recipe: Recipe,
+    results: list[dict],
+    seconds: float,
+    model: F1,
+    data: list,
+    window: WindowConfig,
+    codes: list[np.ndarray] | None,
+) -> Path:
+    """Write ``out/report.md`` and ``out/plots/*.png``; returns the report's path."""
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    lines = [
+        f"# {recipe.name}",
+        "",
+        recipe.description or "",
+        "",
+        f"- finished: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- wall time: {seconds / 60:.1f} min ({seconds:.0f} s)",
+        f"- device: {next(model.parameters()).device}, torch {torch.__version__}, "
+        f"{platform.machine()}, {torch.get_num_threads()} threads",
+        f"- model: {_count(model)} parameters "
+        f"({_count(model, trainable_only=True)} trainable at the end), "
+        f"experts {', '.join(model.experts)}",
+        *_demo_lines(out),
+        "",
+        "## Stages",
+        "",
+        "| stage | kind | steps | first loss | last loss | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
+    curves = {}
+    for r in results:
+        first = last = "-"
+        metrics = out / r["dir"] / "metrics.jsonl"
+        if metrics.exists():
+            rows = read_metrics(metrics)
+            key = "loss" if rows and "loss" in rows[0] else _loss_key(rows)
+            if rows and key:
+                first, last = f"{rows[0][key]:.4f}", f"{rows[-1][key]:.4f}"
+                curves[r["name"]] = metrics
+        wall = r.get("wall_seconds")
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {r.get('steps', '-')} | {first} | {last} | "
+            f"{'-' if wall is None else f'{wall:.0f} s'} |"
+        )
+    if curves:
+        plot_losses(curves, plots / "losses.png")
+        lines += ["", "![losses](plots/losses.png)"]
+    for r in results:
+        if r["kind"] == "evaluate" and r.get("tasks"):
+            lines += _success_section(r, plots, out)
+    if model.generator is not None and codes is not None:
+        path = _foresight_picture(model, data, window, codes, plots / "foresight.png")
+        lines += [
+            "",
+            "## Foresight",
+            "",
+            "Per row: the current frame, the frame 3 steps ahead (ground truth, through the "
+            "tokenizer), and the model's foresight (the generated scales, decoded).",
+            "",
+            f"![foresight](plots/{path.name})",
+        ]
+    lines += ["", "## Recipe", "", "```yaml", resolved_yaml(recipe).rstrip(), "```", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _success_section(result: dict, plots: Path, out: Path) -> list[str]:
+    tasks = list(result["tasks"].values())
+    lines = [
+        "",
+        f"## Success rates ({result['name']})",
+        "",
+        "| task | success | rate | 95% CI (Wilson) | mean steps |",
+        "|---|---|---|---|---|",
+    ]
+    names, rates, errs = [], [], []
+    for t in tasks:
+        lo, hi = t["ci_low"], t["ci_high"]
+        rate = t["successes"] / t["episodes"]
+        lines.append(
+            f"| {t['task']} | {t['successes']}/{t['episodes']} | {rate:.2f} | "
+            f"[{lo:.2f}, {hi:.2f}] | {t.get('mean_steps', float('nan')):.0f} |"
+        )
+        names.append(t["task"])
+        rates.append(rate)
+        errs.append((rate - lo, hi - rate))
+    mean = float(np.mean(rates))
+    lines.append(f"| **mean** | | **{mean:.2f}** | | |")
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3))
+    ax.bar(names, rates, yerr=np.array(errs).T, capsize=4, color="#4477aa")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate")
+    ax.set_title(f"{result['name']}: 95% Wilson intervals")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    png = plots / f"success-{result['name']}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    lines += ["", f"![success]({png.relative_to(out)})"]
+    videos = sorted((out / result["dir"] / "videos").glob("*.mp4"))
+    if videos:
+        lines += [
+            "",
+            "Rollouts (camera | foresight): "
+            + ", ".join(f"[{v.stem}]({v.relative_to(out)})" for v in videos),
+        ]
+    return lines
+
+
+@torch.no_grad()
+def _foresight_picture(
+    model: F1, data: list, window: WindowConfig, codes: list[np.ndarray], png: Path, rows: int = 4
+) -> Path:
+    was_training = model.training
+    model.eval()
+    dataset = WindowedDataset(data, window, codes=codes)
+    picks = np.linspace(0, len(dataset) - 1, rows).astype(int)
+    samples = [dataset[int(i)] for i in picks]
+    device = next(model.parameters()).device
+    images = torch.stack([s["images"] for s in samples]).to(device)
+    history = torch.stack([s["history_codes"] for s in samples]).to(device)
+    state = torch.stack([s["state"] for s in samples]).to(device)
+    pred = model.predict(
+        images,
+        [s["task"] for s in samples],
+        state,
+        history,
+        generator=torch.Generator(device=device).manual_seed(0),
+    )
+    guess = model.decode_foresight(pred.foresight).cpu().numpy()
+    truth_codes = torch.stack([s["foresight_codes"] for s in samples]).to(device)
+    truth = model.decode_foresight(model.split_codes(truth_codes)).cpu().numpy()
+    now = images[:, 0].permute(0, 2, 3, 1).cpu().numpy()
+    fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows))
+    for r in range(rows):
+        for c, (img, title) in enumerate(
+            ((now[r], "now"), (truth[r], "+3 truth"), (guess[r], "foresight"))
+        ):
+            axes[r, c].imshow(img)
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    model.train(was_training)
+    return png
+
+
+def _demo_lines(out: Path) -> list[str]:
+    marker = out / "data" / "demos.json"
+    if not marker.exists():
+        return []
+    demos = json.loads(marker.read_text())
+    kept = sum(demos["successes"].values())
+    tried = kept + sum(demos["failures"].values())
+    return [
+        f"- demos: {kept} expert episodes kept of {tried} tried, {demos['frames']} frames, "
+        f"generated in {demos['seconds']:.0f} s"
+    ]
+
+
+def _loss_key(rows: list[dict]) -> str | None:
+    for key in ("loss", "loss/total", "total"):
+        if rows and key in rows[0]:
+            return key
+    return None
+
+
+def _count(model: torch.nn.Module, trainable_only: bool = False) -> str:
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return f"{n / 1e6:.1f} M"

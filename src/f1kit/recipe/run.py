@@ -1,0 +1,357 @@
+"""`run_recipe`: from nothing to a trained, evaluated F1 policy and its report (the main job).
+
+Run directory (``recipe.output``, or ``--output``)::
+
+    recipe.yaml                  the fully resolved recipe (defaults and --set overrides applied)
+    run.log                      the log of every stage
+    data/demos/                  generated Meta-World demos (LeRobotDataset v3)  [source: metaworld]
+    data/codes.npz               the frozen tokenizer's codes of every training frame
+    stages/<i>-<name>/           per stage: metrics.jsonl, checkpoints/, done.json
+        tokenizer.safetensors    [tokenizer stages]
+        eval.json, videos/       [evaluate stages]
+    policy/                      the final policy: config.json, model.safetensors, normalization
+    plots/                       losses.png, success.png, foresight.png
+    report.md                    recipe, per-stage losses, wall times, success rates, pictures
+
+Every stage writes ``done.json`` when it completes. ``resume=True`` skips completed stages
+(reloading the weights they left), continues an interrupted training stage from its last
+checkpoint (`f1kit.train.train_stage`), and regenerates nothing that exists.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from f1kit.data import WindowConfig, WindowedDataset, read_dataset
+from f1kit.model import F1, F1Policy
+from f1kit.recipe.loading import resolved_yaml
+from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
+from f1kit.train import init_distributed, is_main, load_latest, train_stage
+from flow import Normalizer
+from foresight import MultiScaleVQVAE, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+
+
+def run_recipe(
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run every stage of ``recipe``; returns the run directory (holding ``report.md``)."""
+    out = Path(output_dir) if output_dir is not None else recipe.output_dir()
+    dist = init_distributed()
+    if is_main():
+        if out.exists() and any(out.iterdir()) and not resume:
+            raise FileExistsError(
+                f"output: {out} is not empty; pass --resume to continue that run or "
+                "--output to start a new one"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(resolved_yaml(recipe))
+    handler = _log_to(out / "run.log") if is_main() else None
+    start = time.perf_counter()
+    try:
+        if recipe.threads:
+            torch.set_num_threads(recipe.threads)
+        device = _device(recipe.device, dist.device)
+        torch.manual_seed(recipe.seed)
+        data = _datasets(recipe, out, progress)
+        model = F1(recipe.model)
+        _load_tokenizer_weights(model)
+        model.to(device)
+        window = _window(recipe)
+        state_norm, action_norm = _normalizers(data[0], recipe)
+        codes: list[np.ndarray] | None = None
+        results: list[dict] = []
+        for index, stage in enumerate(recipe.stages):
+            stage_dir = out / "stages" / f"{index}-{stage.name}"
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            done = stage_dir / DONE
+            if isinstance(stage, TokenizerStage):
+                result = _tokenizer_stage(
+                    model, stage, index, data, recipe, stage_dir, done, progress
+                )
+                codes = None  # the codes follow the tokenizer
+            elif isinstance(stage, TrainStage):
+                if model.tokenizer is not None and codes is None:
+                    codes = _frame_codes(model, data, out, progress)
+                dataset = WindowedDataset(data, window, codes=codes)
+                result = _train_stage(
+                    model, stage, index, dataset, recipe, stage_dir, done, resume, progress
+                )
+                if is_main():
+                    policy = F1Policy(
+                        model,
+                        cameras=recipe.data.cameras,
+                        state_norm=state_norm,
+                        action_norm=action_norm,
+                        history_offsets=recipe.data.history,
+                    )
+                    policy.save_pretrained(out / "policy")
+            else:
+                assert isinstance(stage, EvalStage)
+                result = _eval_stage(
+                    model, stage, recipe, stage_dir, done, state_norm, action_norm, progress
+                )
+            result.update(name=stage.name, kind=stage.kind, dir=str(stage_dir.relative_to(out)))
+            results.append(result)
+        if is_main():
+            from f1kit.recipe.report import write_report
+
+            write_report(
+                out, recipe, results, time.perf_counter() - start, model, data, window, codes
+            )
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+    return out
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def _datasets(recipe: Recipe, out: Path, progress: bool) -> list:
+    cfg = recipe.data
+    if cfg.source == "lerobot":
+        return [read_dataset(Path(p)) for p in cfg.paths]
+    from f1kit.sim import generate_demos
+
+    root = out / "data" / "demos"
+    marker = root.parent / "demos.json"
+    if not marker.exists():
+        if is_main():
+            demo = cfg.demo_config()
+            result = generate_demos(demo, root, progress=progress, overwrite=True)
+            marker.write_text(
+                json.dumps(
+                    {
+                        "frames": result.frames,
+                        "successes": result.successes,
+                        "failures": result.failures,
+                        "seconds": result.seconds,
+                    },
+                    indent=2,
+                )
+            )
+        _barrier()
+    return [read_dataset(root)]
+
+
+def _window(recipe: Recipe) -> WindowConfig:
+    return recipe.data.window_config()
+
+
+def _normalizers(dataset, recipe: Recipe) -> tuple[Normalizer, Normalizer]:
+    """The first dataset's stats, as the training window applies them (saved with the policy)."""
+    mode = recipe.data.normalization
+    window = _window(recipe)
+    return (
+        Normalizer.from_stats(_flat_stats(dataset.stats[window.state_key]), mode),
+        Normalizer.from_stats(_flat_stats(dataset.stats[window.action_key]), mode),
+    )
+
+
+def _flat_stats(stats: dict) -> dict:
+    return {
+        k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in stats.items() if k != "count"
+    }
+
+
+def _frame_codes(model: F1, data: list, out: Path, progress: bool) -> list[np.ndarray]:
+    """The frozen tokenizer's codes of every frame of the generation camera, computed once."""
+    path = out / "data" / "codes.npz"
+    if path.exists():
+        stored = np.load(path)
+        codes = [stored[f"d{i}"] for i in range(len(data))]
+        if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):
+            return codes
+    gen = model.config.generation
+    assert gen is not None
+    codes = []
+    device = next(model.parameters()).device
+    for ds in data:
+        key = ds.image_keys[gen.camera] if gen.camera < len(ds.image_keys) else ds.image_keys[0]
+        rows = np.arange(len(ds))
+        parts = []
+        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
+            frames = torch.from_numpy(ds.frames(key, chunk)).permute(0, 3, 1, 2).unsqueeze(1)
+            parts.append(model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16))
+        codes.append(np.concatenate(parts))
+    if is_main():
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f"d{i}": c for i, c in enumerate(codes)})
+        os.replace(tmp, path)
+    log.info("tokenizer codes of %d frames computed", sum(len(c) for c in codes))
+    return codes
+
+
+def _load_tokenizer_weights(model: F1) -> None:
+    """``model.generation.tokenizer.path``: trained tokenizer weights (a ``.safetensors`` file
+    from ``MultiScaleVQVAE.save``, or a directory holding ``tokenizer.safetensors``)."""
+    gen = model.config.generation
+    if gen is None or gen.tokenizer.path is None or model.tokenizer is None:
+        return
+    path = Path(gen.tokenizer.path)
+    if path.is_dir():
+        path = path / "tokenizer.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.generation.tokenizer.path: {path} not found")
+    loaded = MultiScaleVQVAE.load(path)
+    if loaded.config != model.tokenizer.config:
+        raise ValueError(
+            f"model.generation.tokenizer.path: {path} holds a tokenizer with config "
+            f"{loaded.config}, the recipe describes {model.tokenizer.config}"
+        )
+    model.tokenizer.load_state_dict(loaded.state_dict())
+
+
+# ---- stages ----------------------------------------------------------------------------------
+
+
+def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progress) -> dict:
+    weights = stage_dir / "tokenizer.safetensors"
+    if done.exists() and weights.exists():
+        model.tokenizer.load_state_dict(MultiScaleVQVAE.load(weights).state_dict())
+        return json.loads(done.read_text())
+    began = time.perf_counter()
+    gen = recipe.model.generation
+    frames = np.concatenate(
+        [
+            ds.frames(ds.image_keys[min(gen.camera, len(ds.image_keys) - 1)], np.arange(len(ds)))
+            for ds in data
+        ]
+    )
+    images = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    config = stage.train_config(recipe.seed, index)
+    rng = torch.Generator().manual_seed(config.seed)
+    tokenizer = model.tokenizer
+    device = next(tokenizer.parameters()).device
+
+    def batches():
+        while True:
+            idx = torch.randint(0, len(images), (stage.batch_size,), generator=rng)
+            yield model.tokenizer_images(images[idx].to(device))
+
+    tokenizer.requires_grad_(True).train()
+    metrics = train_tokenizer(tokenizer, batches(), config=config, progress=progress and is_main())
+    tokenizer.requires_grad_(False).eval()
+    with (stage_dir / "metrics.jsonl").open("w") as f:
+        for step, m in enumerate(metrics, start=1):
+            f.write(json.dumps({**m, "step": step}) + "\n")
+    if is_main():
+        tokenizer.save(weights)
+    result = {
+        "steps": stage.steps,
+        "wall_seconds": time.perf_counter() - began,
+        "final": metrics[-1] if metrics else {},
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, progress) -> dict:
+    if done.exists():  # completed earlier: its final weights continue the run
+        ckpt = load_latest(stage_dir)
+        if ckpt is not None:
+            ckpt.load_model(model)
+        return json.loads(done.read_text())
+    model.set_trainable(stage.train)
+    objective = stage.objective(recipe.model)
+    groups = model.param_groups(stage.lr)
+
+    def loss_fn(net: nn.Module, batch: dict, generator: torch.Generator):
+        return net(batch, generator, objective=objective)
+
+    weights = None
+    if recipe.data.weighting == "task":
+        groups_of = dataset.groups("task")
+        counts = np.bincount(groups_of)
+        weights = 1.0 / counts[groups_of]
+    result = train_stage(
+        model,
+        loss_fn,
+        dataset,
+        stage.settings(recipe.seed, index),
+        stage_dir,
+        param_groups=groups,
+        collate_fn=None,
+        resume=resume,
+        progress=progress,
+        sample_weights=weights,
+        name=stage.name,
+    )
+    summary = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "wall_seconds": result.wall_seconds,
+        "checkpoint": str(result.checkpoint),
+    }
+    if is_main():
+        done.write_text(json.dumps(summary, indent=2))
+    model.set_trainable(model.experts)
+    return summary
+
+
+def _eval_stage(model, stage, recipe, stage_dir, done, state_norm, action_norm, progress) -> dict:
+    if done.exists():
+        return json.loads(done.read_text())
+    if not is_main():
+        return {}
+    from f1kit.sim import evaluate
+
+    began = time.perf_counter()
+    policy = F1Policy(
+        model,
+        cameras=recipe.data.cameras,
+        state_norm=state_norm,
+        action_norm=action_norm,
+        history_offsets=recipe.data.history,
+        seed=stage.seed,
+        decode_foresight=stage.decodes_foresight(recipe.model),
+    )
+    config = stage.eval_config(recipe.data, stage_dir / "videos")
+    report = evaluate(policy, config, progress=progress)
+    result = {"wall_seconds": time.perf_counter() - began, **report.as_dict()}
+    (stage_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    done.write_text(json.dumps(result, indent=2))
+    model.train()
+    return result
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _device(name: str, dist_device: torch.device | None) -> torch.device:
+    if dist_device is not None and dist_device.type == "cuda":
+        return dist_device
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: the recipe asks for cuda, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,124 @@
+"""`f1kit recipe run` end to end on a micro recipe: every stage kind, the report, a loadable
+policy, and resuming after a kill with the same loss trajectory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from f1kit.model import F1Policy
+from f1kit.recipe import load_recipe
+from f1kit.train import read_metrics
+
+pytestmark = pytest.mark.sim
+
+MICRO = Path(__file__).with_name("micro.yaml")
+# Long enough to be killed in the middle of the post-train stage.
+LONGER = ["--set", "stages.post-train.steps=24", "--set", "stages.post-train.checkpoint_every=4"]
+
+
+def _run(out: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "f1kit.cli", "recipe", "run", str(MICRO), "--output", str(out)]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.Popen(
+        [*cmd, *LONGER, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    if wait:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output.decode()[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "micro"
+    _run(out)
+    return out
+
+
+def _losses(run: Path, stage: str) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "stages" / stage / "metrics.jsonl")]
+
+
+def test_every_stage_runs_and_leaves_a_report_and_a_policy(full_run: Path) -> None:
+    recipe = load_recipe(full_run / "recipe.yaml")  # the resolved recipe is a valid recipe
+    assert recipe == load_recipe(MICRO, LONGER[1::2])
+    for stage in ("0-tokenizer", "1-align", "2-post-train", "3-eval"):
+        assert (full_run / "stages" / stage / "done.json").exists(), stage
+    # Logged every 3 steps and at every checkpoint (every 4).
+    steps = [r["step"] for r in read_metrics(full_run / "stages/2-post-train/metrics.jsonl")]
+    assert steps == sorted({*range(3, 25, 3), *range(4, 25, 4)})
+    report = (full_run / "report.md").read_text()
+    for needle in (
+        "## Stages",
+        "| post-train | train | 24 |",
+        "## Success rates",
+        "reach-v3",
+        "![foresight](plots/foresight.png)",
+        "```yaml",
+    ):
+        assert needle in report, needle
+    for png in ("losses.png", "foresight.png", "success-eval.png"):
+        assert (full_run / "plots" / png).stat().st_size > 1000
+    evaluation = json.loads((full_run / "stages" / "3-eval" / "eval.json").read_text())
+    assert set(evaluation["tasks"]) == {"reach-v3", "drawer-close-v3"}
+    assert list((full_run / "stages" / "3-eval" / "videos").glob("*.mp4"))
+    # The saved policy is the trained model and acts on an env observation.
+    policy = F1Policy.from_pretrained(full_run / "policy")
+    final = load_file(str(full_run / "policy" / "model.safetensors"))
+    ckpt = sorted((full_run / "stages" / "2-post-train" / "checkpoints").glob("step-*"))[-1]
+    trained = load_file(str(ckpt / "model.safetensors"))
+    for name, tensor in final.items():
+        assert torch.equal(tensor, trained[name]), name
+    obs = {
+        "observation.images.corner": np.zeros((32, 32, 3), np.uint8),
+        "observation.state": np.zeros(4, np.float32),
+        "task": "reach the goal",
+    }
+    assert policy.select_action(obs).shape == (4,)
+
+
+def test_a_killed_run_resumes_with_the_same_loss_trajectory(full_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    proc = _run(out, wait=False)
+    latest = out / "stages" / "2-post-train" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.exists(), "the run ended before its first post-train checkpoint"
+    assert not (out / "stages" / "2-post-train" / "done.json").exists()
+    # Without --resume the non-empty output directory is refused.
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "f1kit.cli",
+            "recipe",
+            "run",
+            str(MICRO),
+            "--output",
+            str(out),
+            *LONGER,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "--resume" in refused.stdout + refused.stderr
+    _run(out, "--resume")
+    np.testing.assert_allclose(
+        _losses(out, "2-post-train"), _losses(full_run, "2-post-train"), rtol=1e-6
+    )
+    final, reference = (load_file(str(r / "policy" / "model.safetensors")) for r in (out, full_run))
+    for name, tensor in reference.items():
+        torch.testing.assert_close(final[name], tensor, rtol=1e-5, atol=1e-6)
