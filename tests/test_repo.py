@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from f1kit.cli import app
@@ -94,3 +95,14 @@ def test_cli_demos_writes_a_dataset_and_eval_expert_reports(tmp_path: Path) -> N
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["tasks"]["reach-v3"]["episodes"] == 2
     assert report["tasks"]["reach-v3"]["rate"] >= 0.5
+
+
+def test_readme_recipe_example_is_a_valid_recipe() -> None:
+    from f1kit.recipe import recipe_from_dict
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Recipes", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "README Recipes section has no yaml block"
+    recipe = recipe_from_dict(yaml.safe_load(block.group(1)), "README.md")
+    assert [s.kind for s in recipe.stages] == ["tokenizer", "train", "train", "evaluate"]
