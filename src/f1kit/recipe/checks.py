@@ -165,7 +165,8 @@ def _stage_problems(recipe: Recipe) -> list[Problem]:
             else:
                 tokenizer_ready = True
         elif isinstance(stage, TrainStage):
-            problems += _train_problems(stage, at, model, experts, scales, tokenizer_ready)
+            known = data.task_names if data.source == "metaworld" else None
+            problems += _train_problems(stage, at, model, experts, scales, tokenizer_ready, known)
             if gen is not None and gen_trained_by is None:
                 gen_trained_by = stage.name
             trained = True
@@ -181,9 +182,20 @@ def _train_problems(
     experts: tuple[str, ...],
     scales: tuple[int, ...],
     tokenizer_ready: bool,
+    data_tasks: tuple[str, ...] | None = None,
 ) -> list[Problem]:
     problems = []
     note = " (No-Gen: generation is null)" if model.generation is None else ""
+    if stage.tasks is not None and data_tasks is not None:
+        for j, task in enumerate(stage.tasks):
+            if task not in data_tasks:
+                problems.append(
+                    (
+                        f"{at}.tasks.{j}",
+                        f"{task!r} is not among data.tasks {list(data_tasks)}; a stage trains on "
+                        "a subset of the recipe's data",
+                    )
+                )
     for j, expert in enumerate(stage.train):
         if expert not in experts:
             problems.append(

@@ -86,7 +86,7 @@ def run_recipe(
             elif isinstance(stage, TrainStage):
                 if model.tokenizer is not None and codes is None:
                     codes = _frame_codes(model, data, out, progress)
-                dataset = WindowedDataset(data, window, codes=codes)
+                dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage)
                 result = _train_stage(
                     model, stage, index, dataset, recipe, stage_dir, done, resume, progress
                 )
@@ -217,6 +217,31 @@ def _load_tokenizer_weights(model: F1) -> None:
 
 
 # ---- stages ----------------------------------------------------------------------------------
+
+
+class StageData(torch.utils.data.Subset):
+    """The windows of a train stage: all of the recipe's data, or the stage's ``tasks``."""
+
+    def __init__(self, windows: WindowedDataset, rows: np.ndarray) -> None:
+        super().__init__(windows, rows.tolist())
+        self.task_groups = windows.groups("task")[rows]
+
+
+def _stage_data(windows: WindowedDataset, stage: TrainStage) -> StageData:
+    groups = windows.groups("task")
+    if stage.tasks is None:
+        return StageData(windows, np.arange(len(windows)))
+    from f1kit.sim import INSTRUCTIONS
+
+    # Meta-World names map to the instructions the demos carry; other datasets name tasks by text.
+    wanted = {INSTRUCTIONS.get(t, t) for t in stage.tasks}
+    keep = [i for i, task in enumerate(windows.tasks) if task in wanted]
+    if len(keep) != len(wanted):
+        raise ValueError(
+            f"stages.{stage.name}.tasks: {sorted(wanted)} not all found among the data's "
+            f"tasks {windows.tasks}"
+        )
+    return StageData(windows, np.flatnonzero(np.isin(groups, keep)))
 
 
 def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progress) -> dict:

@@ -19,6 +19,7 @@ Example:
     PosixPath('runs/toy')
 """
 
+import math
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -238,7 +239,9 @@ class TrainStage(Section):
     losses: dict[Literal["generation", "action"], Weight]
     scales: Count | None = None
     foresight: Literal["teacher", "sampled"] | None = None
-    steps: Count
+    tasks: list[str] | None = None  # this stage's data: a subset of data.tasks (None = all)
+    steps: Count | None = None
+    epochs: Annotated[Real, Field(gt=0)] | None = None  # instead of steps: passes over its data
     batch_size: Count
     lr: dict[Expert, Rate]
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -284,7 +287,15 @@ class TrainStage(Section):
                     + (f"{extra} are not trained in this stage" if extra else ""),
                 )
             )
-        if self.schedule.warmup_steps > self.steps:
+        if (self.steps is None) == (self.epochs is None):
+            problems.append(
+                (
+                    "steps",
+                    "give exactly one of steps (optimizer steps) or epochs (passes over the "
+                    f"stage's data), got steps={self.steps}, epochs={self.epochs}",
+                )
+            )
+        elif self.steps is not None and self.schedule.warmup_steps > self.steps:
             problems.append(
                 (
                     "schedule.warmup_steps",
@@ -307,14 +318,24 @@ class TrainStage(Section):
             foresight=foresight,
         )
 
-    def settings(self, recipe_seed: int, index: int) -> TrainSettings:
-        """The trainer's numbers; seed None = recipe seed + stage index.
+    def total_steps(self, samples: int) -> int:
+        """Optimizer steps: ``steps``, or ``epochs`` passes over ``samples`` training windows."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None  # the validator demands one of them
+        return max(1, math.ceil(self.epochs * samples / self.batch_size))
+
+    def settings(self, recipe_seed: int, index: int, samples: int | None = None) -> TrainSettings:
+        """The trainer's numbers; seed None = recipe seed + stage index; ``samples``: the
+        stage's training windows (needed when the stage counts epochs).
 
         Every expert's lr comes from ``lr`` through `F1.param_groups`; TrainSettings' own ``lr``
         (for groups without one) is set to the largest of them and is never used by F1's groups.
         """
+        if self.steps is None and samples is None:
+            raise ValueError(f"stage {self.name!r} counts epochs: pass its number of samples")
         return TrainSettings(
-            steps=self.steps,
+            steps=self.total_steps(samples or 0),
             batch_size=self.batch_size,
             lr=max(self.lr.values()),
             betas=self.optimizer.betas,
