@@ -159,3 +159,24 @@ def test_paper_configuration_builds_on_meta_with_the_published_size():
     assert 80e6 < count["tokenizer"] < 130e6
     assert model.generator.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     assert model.understanding.image_tokens == 256
+
+
+def test_paper_recipe_model_section_is_the_paper_size_model() -> None:
+    """recipes/f1-paper.yaml's model, its SigLIP tower given by geometry instead of a local
+    checkpoint, builds on meta with SigLIP So400m + Gemma-2B + two 0.3 B experts."""
+    from pathlib import Path
+
+    from f1kit.recipe import load_recipe
+
+    recipe = Path(__file__).resolve().parents[3] / "recipes" / "f1-paper.yaml"
+    so400m = (
+        "{hidden_size: 1152, intermediate_size: 4304, num_hidden_layers: 27, "
+        "num_attention_heads: 16, image_size: 224, patch_size: 14}"
+    )
+    config = load_recipe(recipe, [f"model.vision.args={so400m}"]).model
+    assert config.trunk == F1Config.paper().trunk
+    with torch.device("meta"):
+        model = F1(config)
+    useful = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("tokenizer."))
+    assert 3.4e9 < useful < 3.7e9, useful
+    assert model.understanding.image_tokens == 256
