@@ -271,6 +271,11 @@ def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progres
     tokenizer.requires_grad_(True).train()
     metrics = train_tokenizer(tokenizer, batches(), config=config, progress=progress and is_main())
     tokenizer.requires_grad_(False).eval()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every rank trained the same tokenizer from the same seed, but GPU kernels need not be
+        # bit-reproducible across devices: rank 0's weights define the codes for all.
+        for tensor in tokenizer.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
     with (stage_dir / "metrics.jsonl").open("w") as f:
         for step, m in enumerate(metrics, start=1):
             f.write(json.dumps({**m, "step": step}) + "\n")
