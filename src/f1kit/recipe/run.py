@@ -304,15 +304,14 @@ def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, 
         return net(batch, generator, objective=objective)
 
     weights = None
-    if recipe.data.weighting == "task":
-        groups_of = dataset.groups("task")
-        counts = np.bincount(groups_of)
-        weights = 1.0 / counts[groups_of]
+    if recipe.data.weighting == "task":  # every task drawn equally often
+        groups_of = np.unique(dataset.task_groups, return_inverse=True)[1]
+        weights = 1.0 / np.bincount(groups_of)[groups_of]
     result = train_stage(
         model,
         loss_fn,
         dataset,
-        stage.settings(recipe.seed, index),
+        stage.settings(recipe.seed, index, samples=len(dataset)),
         stage_dir,
         param_groups=groups,
         collate_fn=None,
