@@ -58,7 +58,9 @@ class F1Policy:
             )
         self.model = model.eval()
         self.cameras = tuple(cameras)
-        self.state_norm, self.action_norm = state_norm, action_norm
+        # The stats follow the model (a CUDA model gets CUDA observations).
+        self.state_norm = None if state_norm is None else state_norm.to(self.device)
+        self.action_norm = None if action_norm is None else action_norm.to(self.device)
         self.offsets = tuple(history_offsets)
         self.seed = seed
         self.decode = decode_foresight
