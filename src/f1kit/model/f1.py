@@ -49,7 +49,8 @@ class Objective:
 
     generation / action: loss weights (0 leaves that loss out of the total; an action weight of
     0 also leaves the A tokens out of the pass). scales: foresight scales (None = all of the
-    tokenizer's, stage I). foresight: where the G inputs come from (see `GenerationConfig`).
+    tokenizer's, stage I). foresight: where the G inputs come from (see `GenerationConfig`);
+    ``sampled`` applies only when the pass has action tokens (action > 0).
     """
 
     generation: float = 0.0
@@ -339,7 +340,9 @@ class F1(nn.Module):
         assert self.generator is not None and prefix.history is not None
         tokenizer = self._tokenizer()
         targets = self.split_codes(self.batch_codes(batch, "foresight"))[:k]
-        if objective.foresight == "sampled" and k > 1:
+        # Sampling exists for the actions' sake (they train on what inference shows them); a
+        # pass without action tokens (stage I) teacher-forces whatever the mode says.
+        if objective.foresight == "sampled" and k > 1 and objective.action > 0:
             gen = self.config.generation
             assert gen is not None
             net = GenerationExpert(bound, prefix.tokens.detach())

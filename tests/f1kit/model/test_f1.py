@@ -222,3 +222,13 @@ def test_bad_inputs_name_what_is_wrong():
         F1(micro_config(True, {"generation": {"camera": 2, "tokenizer": MICRO_TOKENIZER}}))(
             random_batch(codes=False), objective=STAGE_III
         )
+
+
+def test_a_pass_without_actions_teacher_forces_even_in_sampled_mode():
+    model, batch = micro_model(seed=6), random_batch(seed=6)
+    sampled = Objective(generation=1.0, action=0.0, foresight="sampled")
+    g = torch.Generator
+    assert torch.equal(
+        model(batch, g().manual_seed(0), objective=sampled)[0],
+        model(batch, g().manual_seed(1), objective=STAGE_I)[0],
+    )
