@@ -66,8 +66,9 @@ class F1Policy:
         self.decode = decode_foresight
         self.execute = model.config.action.execute
         self._queue: deque[np.ndarray] = deque()
-        self._frames: list[Tensor] = []  # every step's images since reset
-        self._codes: dict[int, Tensor] = {}  # their tokenizer codes, computed when first needed
+        # The tokenizer codes [b, N] of every step's frame since reset, encoded as the frame
+        # arrives: a re-planning step then encodes one frame, not the four of its history.
+        self._codes: list[Tensor] = []
         self._foresight: np.ndarray | None = None
         self._generator: torch.Generator | None = None
         self.reset()
@@ -79,8 +80,7 @@ class F1Policy:
     def reset(self) -> None:
         """Start an episode: empty action queue and frame history, reseeded draws."""
         self._queue.clear()
-        self._frames = []
-        self._codes = {}
+        self._codes = []
         self._foresight = None
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
@@ -118,21 +118,18 @@ class F1Policy:
             raise ValueError(f"task: expected {batch} instructions, got {len(texts)}")
         return texts
 
+    def _record(self, images: Tensor) -> None:
+        """Keep this step's frame (as its codes) for the history of later steps."""
+        if self.model.generator is not None:
+            self._codes.append(self.model.frame_codes(images))
+
     def _history(self, images: Tensor) -> Tensor | None:
         """Codes [b, t, N] of the frames at the history offsets from now (frame recorded)."""
         if self.model.generator is None:
             return None
-        self._frames.append(images)
-        now = len(self._frames) - 1
-        steps = [max(0, now + o) for o in self.offsets]
-        todo = sorted({s for s in steps if s not in self._codes})
-        if todo:  # one batched tokenizer call for the frames not encoded yet
-            frames = torch.cat([self._frames[s] for s in todo])
-            for s, codes in zip(
-                todo, self.model.frame_codes(frames).split(images.shape[0]), strict=True
-            ):
-                self._codes[s] = codes
-        return torch.stack([self._codes[s] for s in steps], dim=1)
+        self._record(images)
+        now = len(self._codes) - 1
+        return torch.stack([self._codes[max(0, now + o)] for o in self.offsets], dim=1)
 
     # ---- acting -----------------------------------------------------------------------------
 
@@ -162,8 +159,7 @@ class F1Policy:
         from the queue). Unbatched observations give [a], batched ones [b, a].
         """
         if self._queue:
-            if self.model.generator is not None:
-                self._frames.append(self._images(observation))
+            self._record(self._images(observation))
             return self._queue.popleft()
         chunk = self.predict_action_chunk(observation).cpu().numpy()
         single = np.asarray(observation[f"observation.images.{self.cameras[0]}"]).ndim == 3
