@@ -9,7 +9,8 @@ from f1kit.model.config import (
     TokenizerConfig,
     TrunkConfig,
 )
-from f1kit.model.f1 import F1, Objective, Prediction, Prefix
+from f1kit.model.f1 import F1, Prediction, Prefix
+from f1kit.model.objective import Objective
 from f1kit.model.policy import F1Policy
 from f1kit.model.pretrained import PretrainedError, load_pretrained, load_weights, save_pretrained
 from f1kit.model.text import TEXT_TOKENIZERS, TextEmbedding, build_text_tokenizer

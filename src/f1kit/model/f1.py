@@ -33,7 +33,8 @@ from jaxtyping import Bool, Float, Int, Shaped, UInt8
 from torch import Tensor, nn
 
 from attention import ACTION, GENERATION, UNDERSTANDING, Layout, uga_layout
-from f1kit.model.config import F1Config, ForesightMode
+from f1kit.model.config import F1Config
+from f1kit.model.objective import Objective
 from f1kit.model.trunk import ActionExpert, BoundTrunk, GenerationExpert, JointPass
 from f1kit.model.understanding import Understanding
 from flow import FlowMatchingHead
@@ -41,31 +42,6 @@ from foresight import MultiScaleVQVAE, NextScaleConfig, NextScaleGenerator, Temp
 from mot import KVCache, MoTStack
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What one training step optimises (a recipe stage's losses, scales and foresight mode).
-
-    generation / action: loss weights (0 leaves that loss out of the total; an action weight of
-    0 also leaves the A tokens out of the pass). scales: foresight scales (None = all of the
-    tokenizer's, stage I). foresight: where the G inputs come from (see `GenerationConfig`);
-    ``sampled`` applies only when the pass has action tokens (action > 0).
-    """
-
-    generation: float = 0.0
-    action: float = 1.0
-    scales: int | None = None
-    foresight: ForesightMode = "teacher"
-
-    def __post_init__(self) -> None:
-        for name in ("generation", "action"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: loss weight must be >= 0, got {getattr(self, name)}")
-        if self.generation == 0 and self.action == 0:
-            raise ValueError("objective: at least one of generation/action needs a weight > 0")
-        if self.foresight not in ("teacher", "sampled"):
-            raise ValueError(f"foresight: expected 'teacher' or 'sampled', got {self.foresight!r}")
 
 
 @dataclass
@@ -247,6 +223,13 @@ class F1(nn.Module):
             history_in_prefix=True if gen is None else gen.history_in_prefix,
         )
 
+    def bind(self, prefix: Prefix, num_scales: int, actions: bool = True) -> BoundTrunk:
+        """The trunk bound to ``prefix``'s batch: its layout (``num_scales`` scales, the action
+        rows when ``actions``) and padding (the instruction's; every later token is valid)."""
+        layout = self.layout(prefix.tokens.shape[1], num_scales, actions=actions)
+        rest = prefix.valid.new_ones(prefix.valid.shape[0], layout.n - prefix.valid.shape[1])
+        return BoundTrunk(self.trunk, layout, torch.cat([prefix.valid, rest], dim=1))
+
     def encode_prefix(
         self,
         images: Shaped[Tensor, "b v 3 H W"],
@@ -291,8 +274,7 @@ class F1(nn.Module):
         prefix = self.encode_prefix(batch["images"], batch["task"], history)
         k = self._num_scales(objective.scales)
         with_actions = objective.action > 0
-        layout = self.layout(prefix.tokens.shape[1], k, actions=with_actions)
-        bound = BoundTrunk(self.trunk, layout, _full_valid(prefix.valid, layout.n))
+        bound = self.bind(prefix, k, actions=with_actions)
         parts: dict[str, Tensor] = {UNDERSTANDING: prefix.tokens}
         metrics: dict[str, float] = {}
         targets = None
@@ -315,7 +297,7 @@ class F1(nn.Module):
             total = total + objective.action * action_loss
             metrics["loss/action"] = float(action_loss.detach())
         else:
-            outputs = bound.run(parts, slice(0, layout.n))
+            outputs = bound.run(parts, slice(0, bound.layout.n))
         if self.generator is not None and targets is not None:
             n_h = prefix.history.shape[1] if prefix.history is not None else 0
             logits = self.generator.head(outputs[GENERATION][:, n_h:])
@@ -373,10 +355,9 @@ class F1(nn.Module):
     @torch.no_grad()
     def start(self, prefix: Prefix, num_scales: int | None = None) -> tuple[BoundTrunk, KVCache]:
         """No-Gen models: the prefix pass filling a fresh cache (G models: see ``foresee``)."""
-        layout = self.layout(prefix.tokens.shape[1], self._num_scales(num_scales, inference=True))
-        bound = BoundTrunk(self.trunk, layout, _full_valid(prefix.valid, layout.n))
+        bound = self.bind(prefix, self._num_scales(num_scales, inference=True))
         cache = bound.new_cache(prefix.tokens.shape[0], dtype=prefix.tokens.dtype)
-        bound.run({UNDERSTANDING: prefix.tokens}, layout.slice("prefix"), cache)
+        bound.run({UNDERSTANDING: prefix.tokens}, bound.layout.slice("prefix"), cache)
         return bound, cache
 
     @torch.no_grad()
@@ -392,9 +373,7 @@ class F1(nn.Module):
         if self.generator is None or gen is None or prefix.history is None:
             raise ValueError("foresee: this No-Gen model has no Generation expert")
         k = self._num_scales(num_scales, inference=True)
-        layout = self.layout(prefix.tokens.shape[1], k)
-        bound = BoundTrunk(self.trunk, layout, _full_valid(prefix.valid, layout.n))
-        net = GenerationExpert(bound, prefix.tokens)
+        net = GenerationExpert(self.bind(prefix, k), prefix.tokens)
         tokens = self.generator.generate(
             prefix.history,
             self._tokenizer(),
@@ -409,7 +388,7 @@ class F1(nn.Module):
         # The cache now holds U, history, SOS and the inputs of scales 2..K: the G rows of the
         # training pass. Scale K's sampled codes have no input slot (as in training), the
         # actions read the hidden states that predicted them.
-        return tokens, bound, net.cache
+        return tokens, net.bound, net.cache
 
     @torch.no_grad()
     def act(
@@ -506,11 +485,6 @@ class _NoNetwork:
 
     def new_cache(self, batch: int, capacity: int, *, device=None, dtype=None) -> object:
         raise RuntimeError("F1's generator runs on the trunk: pass network=GenerationExpert(...)")
-
-
-def _full_valid(prefix_valid: Bool[Tensor, "b nu"], total: int) -> Bool[Tensor, "b n"]:
-    rest = prefix_valid.new_ones(prefix_valid.shape[0], total - prefix_valid.shape[1])
-    return torch.cat([prefix_valid, rest], dim=1)
 
 
 def _require(batch: dict, keys: Sequence[str]) -> None:

@@ -16,9 +16,7 @@ def _joint_parts(model: F1, batch: dict, k: int = 4) -> tuple[BoundTrunk, dict, 
     """The U, G and A token tensors of one teacher-forced training pass (A: state + chunk)."""
     history = batch.get("history_codes")
     prefix = model.encode_prefix(batch["images"], batch["task"], history)
-    layout = model.layout(prefix.tokens.shape[1], k)
-    valid = torch.cat([prefix.valid, prefix.valid.new_ones(2, layout.n - prefix.valid.shape[1])], 1)
-    bound = BoundTrunk(model.trunk, layout, valid)
+    bound = model.bind(prefix, k)
     parts = {UNDERSTANDING: prefix.tokens}
     if model.generator is not None:
         parts[GENERATION], _ = model._generation_tokens(batch, prefix, bound, k, STAGE_III, None)
@@ -70,11 +68,9 @@ def test_stage_one_trains_only_generation_and_leaves_frozen_experts_untouched():
 def test_cached_generation_matches_the_uncached_full_sequence():
     model, batch = micro_model(seed=1).eval(), random_batch(seed=1)
     prefix = model.encode_prefix(batch["images"], batch["task"], batch["history_codes"])
-    layout = model.layout(prefix.tokens.shape[1], 4)
-    valid = torch.cat([prefix.valid, prefix.valid.new_ones(2, layout.n - prefix.valid.shape[1])], 1)
     runs = []
     for use_cache in (True, False):
-        net = GenerationExpert(BoundTrunk(model.trunk, layout, valid), prefix.tokens)
+        net = GenerationExpert(model.bind(prefix, 4), prefix.tokens)
         runs.append(
             model.generator.generate(
                 prefix.history,
@@ -105,12 +101,7 @@ def test_cached_action_flow_matches_full_joint_passes():
     )
     # Reference: G tokens teacher-forced from the predicted scales, every flow step a full pass.
     prefix = model.encode_prefix(batch["images"], batch["task"], batch["history_codes"])
-    layout = model.layout(prefix.tokens.shape[1], 4)
-    valid = torch.cat([prefix.valid, prefix.valid.new_ones(2, layout.n - prefix.valid.shape[1])], 1)
-    bound = BoundTrunk(model.trunk, layout, valid)
-    g_tokens, _ = model._generation_tokens(
-        {"foresight_codes": batch["foresight_codes"]}, prefix, bound, 4, STAGE_III, None
-    )
+    bound = model.bind(prefix, 4)
     inputs = model.tokenizer.teacher_forcing_inputs(pred.foresight[:3])
     g_tokens = torch.cat([prefix.history, model.generator.embed_scales(prefix.history, inputs)], 1)
     joint = JointPass(bound, {UNDERSTANDING: prefix.tokens, GENERATION: g_tokens})
