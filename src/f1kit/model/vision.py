@@ -16,6 +16,7 @@ Example:
     torch.Size([2, 192, 256])
 """
 
+import abc
 import inspect
 import logging
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def preprocess_images(
     return x.to(dtype)
 
 
-class CameraEncoder(nn.Module):
+class CameraEncoder(nn.Module, abc.ABC):
     """Shared contract of the vision encoders: subclasses implement ``encode_pixels``."""
 
     image_size: int
@@ -97,8 +98,9 @@ class CameraEncoder(nn.Module):
         """Pixels as the backbone takes them; see `preprocess_images`."""
         return preprocess_images(images, self.image_size, self._dtype())
 
+    @abc.abstractmethod
     def encode_pixels(self, pixels: Float[Tensor, "bv 3 S S"]) -> Float[Tensor, "bv p d"]:
-        raise NotImplementedError
+        """Backbone tokens of preprocessed pixels, projected to ``out_width``."""
 
     def forward(
         self, images: UInt8[Tensor, "b v 3 H W"] | Float[Tensor, "b v 3 H W"]
