@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from f1kit.data import WindowConfig, WindowedDataset, read_dataset
+from f1kit.data import WindowedDataset, read_dataset
 from f1kit.model import F1, F1Policy
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
@@ -70,7 +70,7 @@ def run_recipe(
         model = F1(recipe.model)
         _load_tokenizer_weights(model)
         model.to(device)
-        window = _window(recipe)
+        window = recipe.data.window_config()
         state_norm, action_norm = _normalizers(data[0], recipe)
         codes: list[np.ndarray] | None = None
         results: list[dict] = []
@@ -85,7 +85,7 @@ def run_recipe(
                 codes = None  # the codes follow the tokenizer
             elif isinstance(stage, TrainStage):
                 if model.tokenizer is not None and codes is None:
-                    codes = _frame_codes(model, data, out, progress)
+                    codes = _frame_codes(model, data, _generation_key(recipe), out, progress)
                 dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage)
                 result = _train_stage(
                     model, stage, index, dataset, recipe, stage_dir, done, resume, progress
@@ -148,14 +148,10 @@ def _datasets(recipe: Recipe, out: Path, progress: bool) -> list:
     return [read_dataset(root)]
 
 
-def _window(recipe: Recipe) -> WindowConfig:
-    return recipe.data.window_config()
-
-
 def _normalizers(dataset, recipe: Recipe) -> tuple[Normalizer, Normalizer]:
     """The first dataset's stats, as the training window applies them (saved with the policy)."""
     mode = recipe.data.normalization
-    window = _window(recipe)
+    window = recipe.data.window_config()
     return (
         Normalizer.from_stats(_flat_stats(dataset.stats[window.state_key]), mode),
         Normalizer.from_stats(_flat_stats(dataset.stats[window.action_key]), mode),
@@ -168,7 +164,15 @@ def _flat_stats(stats: dict) -> dict:
     }
 
 
-def _frame_codes(model: F1, data: list, out: Path, progress: bool) -> list[np.ndarray]:
+def _generation_key(recipe: Recipe) -> str:
+    """The image key of the generation camera: ``model.generation.camera`` indexes the training
+    window's cameras (``data.cameras``), the order the batches hold them in."""
+    gen = recipe.model.generation
+    assert gen is not None  # only Generation models tokenize frames
+    return recipe.data.image_keys[gen.camera]
+
+
+def _frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> list[np.ndarray]:
     """The frozen tokenizer's codes of every frame of the generation camera, computed once."""
     path = out / "data" / "codes.npz"
     if path.exists():
@@ -176,12 +180,9 @@ def _frame_codes(model: F1, data: list, out: Path, progress: bool) -> list[np.nd
         codes = [stored[f"d{i}"] for i in range(len(data))]
         if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):
             return codes
-    gen = model.config.generation
-    assert gen is not None
     codes = []
     device = next(model.parameters()).device
     for ds in data:
-        key = ds.image_keys[gen.camera] if gen.camera < len(ds.image_keys) else ds.image_keys[0]
         rows = np.arange(len(ds))
         parts = []
         for chunk in np.array_split(rows, max(1, len(rows) // 256)):
@@ -207,10 +208,15 @@ def _load_tokenizer_weights(model: F1) -> None:
         path = path / "tokenizer.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"model.generation.tokenizer.path: {path} not found")
+    _load_tokenizer(model, path, "model.generation.tokenizer.path")
+
+
+def _load_tokenizer(model: F1, path: Path, source: str) -> None:
+    """Copy the tokenizer saved at ``path`` into the model, refusing another configuration."""
     loaded = MultiScaleVQVAE.load(path)
     if loaded.config != model.tokenizer.config:
         raise ValueError(
-            f"model.generation.tokenizer.path: {path} holds a tokenizer with config "
+            f"{source}: {path} holds a tokenizer with config "
             f"{loaded.config}, the recipe describes {model.tokenizer.config}"
         )
     model.tokenizer.load_state_dict(loaded.state_dict())
@@ -247,16 +253,11 @@ def _stage_data(windows: WindowedDataset, stage: TrainStage) -> StageData:
 def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progress) -> dict:
     weights = stage_dir / "tokenizer.safetensors"
     if done.exists() and weights.exists():
-        model.tokenizer.load_state_dict(MultiScaleVQVAE.load(weights).state_dict())
+        _load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
     began = time.perf_counter()
-    gen = recipe.model.generation
-    frames = np.concatenate(
-        [
-            ds.frames(ds.image_keys[min(gen.camera, len(ds.image_keys) - 1)], np.arange(len(ds)))
-            for ds in data
-        ]
-    )
+    key = _generation_key(recipe)
+    frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in data])
     images = torch.from_numpy(frames).permute(0, 3, 1, 2)
     config = stage.train_config(recipe.seed, index)
     rng = torch.Generator().manual_seed(config.seed)
