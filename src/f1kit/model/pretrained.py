@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from f1kit.model.config import F1Config
 from f1kit.model.f1 import F1
 from f1kit.model.policy import F1Policy
+from f1kit.train import load_model_weights, save_model_weights
 from flow import Normalizer
 
 FORMAT = "f1kit.policy/1"
@@ -45,11 +46,8 @@ def save_pretrained(policy: F1Policy, directory: str | Path) -> Path:
             "policy": {"cameras": list(policy.cameras), "history_offsets": list(policy.offsets)},
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        # Clone: safetensors refuses tensors that share storage, and wants them contiguous.
-        state = {
-            k: v.detach().cpu().contiguous().clone() for k, v in policy.model.state_dict().items()
-        }
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        # The checkpoints' writer: contiguous CPU copies, tied tensors stored once.
+        save_model_weights(policy.model.state_dict(), tmp / WEIGHTS)
         stats: dict[str, torch.Tensor] = {}
         modes: dict[str, str] = {"format": FORMAT}
         for name, norm in (("state", policy.state_norm), ("action", policy.action_norm)):
@@ -102,7 +100,7 @@ def load_pretrained(
     if not weights.is_file():
         raise PretrainedError(f"{weights}: not found")
     model = F1(config)
-    load_weights(model, load_file(str(weights)), str(weights))
+    load_weights(model, load_model_weights(weights), str(weights))
     model.to(device)
     stats = _read_stats(directory / STATS)
     args = {
