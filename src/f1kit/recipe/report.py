@@ -58,7 +58,7 @@ def write_report(
         metrics = out / r["dir"] / "metrics.jsonl"
         if metrics.exists():
             rows = read_metrics(metrics)
-            key = "loss" if rows and "loss" in rows[0] else _loss_key(rows)
+            key = _loss_key(rows)
             if rows and key:
                 first, last = f"{rows[0][key]:.4f}", f"{rows[-1][key]:.4f}"
                 curves[r["name"]] = metrics
