@@ -48,6 +48,8 @@ class Normalizer(nn.Module):
             raise ValueError(
                 f"stats: center {tuple(center.shape)} and scale {tuple(scale.shape)} differ"
             )
+        if not bool(torch.isfinite(center).all() and torch.isfinite(scale).all()):
+            raise ValueError("center/scale: NaN or inf in the stats")
         if not bool((scale > 0).all()):
             raise ValueError("scale: every entry must be > 0")
         self.mode = mode
@@ -116,6 +118,10 @@ class Normalizer(nn.Module):
         if missing:
             raise ValueError(f"stats: mode {mode!r} needs keys {keys[mode]}, missing {missing}")
         first, second = (torch.as_tensor(stats[k], dtype=torch.float64) for k in keys[mode])
+        for name, value in zip(keys[mode], (first, second), strict=True):
+            bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(f"stats: {name!r} holds NaN or inf at dims {bad}")
         if first.ndim != 1 or first.shape != second.shape:
             raise ValueError(
                 f"stats: {keys[mode]} must be 1-D of equal length, "

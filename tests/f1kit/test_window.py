@@ -89,7 +89,9 @@ def test_per_dataset_normalisation_and_task_vocabulary(tmp_path: Path) -> None:
         assert all(data[i]["dataset_index"] == d for i in (start, stop - 1))
     # Counter-case: dataset b's states under dataset a's statistics are far from unit scale.
     raw_b = torch.from_numpy(b.numeric["observation.state"])
-    assert data.state_norm[0](raw_b)[:, :2].abs().mean() > 10
+    under_a = data.preprocessor({"observation.state": raw_b, "embodiment": data.embodiments[0]})
+    assert under_a["observation.state"][:, :2].abs().mean() > 10
+    assert data.embodiments == ["a", "b"] and data[19]["embodiment"] == "b"
 
 
 def test_batches_through_a_dataloader(coded_dataset: RobotDataset) -> None:

@@ -7,11 +7,12 @@ A sample at dataset row ``i`` (frame ``f`` of its episode, ``[lo, hi)`` its rows
   clamped into the episode; ``history_is_pad`` bool ``(t,)`` marks the clamped ones,
 * ``foresight`` uint8 ``(v, 3, H, W)``: the foresight target at ``+foresight`` (default 3),
   clamped to the last frame; ``foresight_is_pad`` bool ``()``,
-* ``state`` float32 ``(s,)`` and ``action`` float32 ``(c, a)`` normalised with the sample's own
-  dataset statistics; actions at ``f..f+c-1``, past the episode end repeated from the last action
+* ``state`` float32 ``(s,)`` and ``action`` float32 ``(c, a)`` normalised by ``preprocessor`` (the
+  policy's, `f1kit.data.processor`) with the sample's own dataset statistics; actions at
+  ``f..f+c-1``, past the episode end repeated from the last action
   with ``action_is_pad`` bool ``(c,)`` set,
 * ``task`` (instruction string), ``task_index`` (over all datasets' tasks), ``dataset_index``,
-  ``index`` (row in its dataset).
+  ``embodiment`` (the dataset's id in the processor), ``index`` (row in its dataset).
 
 Given precomputed tokenizer codes per row (``codes=``, the frozen tokenizer's pyramid of the
 generation camera), ``history_codes`` int64 ``(t, N)`` and ``foresight_codes`` ``(N,)`` replace the
@@ -29,8 +30,8 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
+from f1kit.data.processor import ACTION, EMBODIMENT, MODES, STATE, make_processors
 from f1kit.data.reader import RobotDataset
-from f1kit.data.stats import Normalizer, NormMode
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class WindowConfig:
     state_key: str = "observation.state"
     action_key: str = "action"
     image_keys: tuple[str, ...] | None = None
-    normalization: NormMode = "mean_std"
+    normalization: str = "mean_std"  # mean_std, min_max, quantile or identity
 
     def __post_init__(self) -> None:
         h = self.history
@@ -57,11 +58,8 @@ class WindowConfig:
             )
         if self.chunk < 1:
             raise ValueError(f"chunk: expected an action chunk length >= 1, got {self.chunk}")
-        if self.normalization not in ("mean_std", "min_max", "quantile", "identity"):
-            raise ValueError(
-                "normalization: expected mean_std, min_max, quantile or identity,"
-                f" got {self.normalization!r}"
-            )
+        if self.normalization not in MODES:
+            raise ValueError(f"normalization: expected one of {MODES}, got {self.normalization!r}")
 
 
 class WindowedDataset(Dataset):
@@ -79,6 +77,7 @@ class WindowedDataset(Dataset):
         datasets: RobotDataset | Sequence[RobotDataset],
         config: WindowConfig,
         codes: Sequence[np.ndarray] | None = None,
+        embodiments: Sequence[str] | None = None,
     ) -> None:
         self.datasets = [datasets] if isinstance(datasets, RobotDataset) else list(datasets)
         # Precomputed tokenizer codes per dataset row ([rows, N] per dataset): samples then carry
@@ -124,13 +123,16 @@ class WindowedDataset(Dataset):
                     self.tasks.append(task)
                 local.append(self.tasks.index(task))
             self._task_maps.append(np.asarray(local, dtype=np.int64))
-        mode = config.normalization
-        self.state_norm = [
-            Normalizer.from_stats(ds.stats[config.state_key], mode) for ds in self.datasets
-        ]
-        self.action_norm = [
-            Normalizer.from_stats(ds.stats[config.action_key], mode) for ds in self.datasets
-        ]
+        # The policy's own pre/post-processor (saved with it): one normalisation rule, and the
+        # statistics of each dataset under its embodiment id.
+        self.preprocessor, self.postprocessor = make_processors(
+            self.datasets,
+            state_key=config.state_key,
+            action_key=config.action_key,
+            mode=config.normalization,
+            embodiments=embodiments,
+        )
+        self.embodiments: list[str] = self.preprocessor.steps[0].embodiments  # type: ignore[attr-defined]
         self._offsets = np.cumsum([0] + [len(ds) for ds in self.datasets])
         # Episode row range of every row, per dataset.
         self._ranges = []
@@ -173,15 +175,18 @@ class WindowedDataset(Dataset):
         frame_rows = np.clip(np.r_[hist, row, ahead], lo, hi - 1)
         state = torch.from_numpy(ds.numeric[cfg.state_key][row])
         action = torch.from_numpy(ds.numeric[cfg.action_key][np.clip(acts, lo, hi - 1)])
+        embodiment = self.embodiments[d]
+        normed = self.preprocessor({STATE: state, ACTION: action, EMBODIMENT: embodiment})
         sample: dict[str, object] = {
             "history_is_pad": torch.from_numpy(hist < lo),
             "foresight_is_pad": torch.tensor(ahead >= hi),
-            "state": self.state_norm[d](state),
-            "action": self.action_norm[d](action),
+            "state": normed[STATE],
+            "action": normed[ACTION],
             "action_is_pad": torch.from_numpy(acts >= hi),
             "task": ds.tasks[int(ds.task_index[row])],
             "task_index": int(self._task_maps[d][ds.task_index[row]]),
             "dataset_index": d,
+            "embodiment": embodiment,
             "index": row,
         }
         t = len(cfg.history)
