@@ -4,6 +4,7 @@ from attention.attend import BACKENDS, Backend, attend
 from attention.block_rule import block_ids_from_starts, block_rule_mask
 from attention.flex import block_rule_mask_mod, create_flex_block_mask, dense_mask_mod
 from attention.layout import Layout, LayoutError, Segment, mask_to_bias
+from attention.twin import Twin
 from attention.uga import ACTION, GENERATION, UNDERSTANDING, uga_layout
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Layout",
     "LayoutError",
     "Segment",
+    "Twin",
     "attend",
     "block_ids_from_starts",
     "block_rule_mask",

@@ -86,9 +86,11 @@ class NextScaleGenerator(nn.Module):
         torch.Size([2, 14, 64])
     """
 
-    def __init__(self, config: NextScaleConfig, network: TokenNetwork) -> None:
+    def __init__(self, config: NextScaleConfig, network: TokenNetwork | None = None) -> None:
+        """network: the transformer that runs the tokens, or None when every call passes its
+        own (F1 runs the generator on a slice of its MoT trunk)."""
         super().__init__()
-        if not isinstance(network, TokenNetwork):
+        if network is not None and not isinstance(network, TokenNetwork):
             raise TypeError(
                 "network: expected a TokenNetwork (callable(tokens, mask, positions, cache) and "
                 f"new_cache(batch, capacity, ...)), got {type(network).__name__}"
@@ -101,7 +103,10 @@ class NextScaleGenerator(nn.Module):
         d, counts = config.width, config.token_counts
         self.sos = nn.Parameter(torch.randn(d) * 0.02)
         self.context_to_sos = nn.Linear(d, d)
-        self.null_context = nn.Parameter(torch.randn(d) * 0.02)
+        # The null context exists only when condition dropout trains it (CFG samples against it).
+        self.null_context: nn.Parameter | None = None
+        if config.cond_drop_prob > 0:
+            self.null_context = nn.Parameter(torch.randn(d) * 0.02)
         self.input_proj = nn.Linear(config.latent_dim, d)
         self.position = nn.Parameter(torch.randn(sum(counts), d) * 0.02)
         self.level = nn.Embedding(len(counts), d)
@@ -198,6 +203,11 @@ class NextScaleGenerator(nn.Module):
 
     def null_context_like(self, context: Float[Tensor, "b nc d"]) -> Float[Tensor, "b nc d"]:
         """The unconditional context (learned null token at every position) for CFG."""
+        if self.null_context is None:
+            raise ValueError(
+                "null context: this generator has none (config.cond_drop_prob = 0 trains no "
+                "unconditional model); classifier-free guidance needs cond_drop_prob > 0"
+            )
         return self.null_context.to(context.dtype).expand_as(context)
 
     def _check_context(self, context: Tensor, context_valid: Tensor | None) -> None:
@@ -251,6 +261,11 @@ class NextScaleGenerator(nn.Module):
 
     def _network(self, network: TokenNetwork | None) -> TokenNetwork:
         if network is None:
+            if self.network is None:
+                raise ValueError(
+                    "network: this generator was built without a network of its own; pass the "
+                    "TokenNetwork that runs it per call (network=...)"
+                )
             return self.network
         if not isinstance(network, TokenNetwork):
             raise TypeError(f"network: expected a TokenNetwork, got {type(network).__name__}")

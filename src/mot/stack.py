@@ -1,7 +1,8 @@
 """The MoT trunk: ``depth`` MoT layers, one shared RoPE, a final RMSNorm per expert.
 
-Also the training-stage controls: per-expert parameter groups and freezing (DESIGN.md s5: stage I
-trains the generation expert with the understanding expert frozen).
+Also each expert's parameters (``expert_parameters``), which training stages freeze or group by
+expert (DESIGN.md s5: stage I trains the generation expert with the understanding expert frozen;
+`f1kit.model.F1.set_trainable` does the freezing for the whole model).
 
 Example:
     >>> from attention import uga_layout
@@ -119,7 +120,7 @@ class MoTStack(nn.Module):
             dtype=param.dtype if dtype is None else dtype,
         )
 
-    # ---- per-expert parameters and freezing (training stages) -----------------------------
+    # ---- per-expert parameters (training stages freeze or group them) ----------------------
 
     def expert_parameters(self, name: str) -> Iterator[nn.Parameter]:
         """Every parameter owned by expert ``name`` (all layers and its final norm)."""
@@ -127,25 +128,3 @@ class MoTStack(nn.Module):
         for layer in self.layers:
             yield from layer.experts[name].parameters()
         yield from self.final_norms[name].parameters()
-
-    def set_trainable(self, name: str, trainable: bool) -> None:
-        """requires_grad on/off for all of expert ``name``'s parameters."""
-        for p in self.expert_parameters(name):
-            p.requires_grad_(trainable)
-
-    def freeze(self, *names: str) -> None:
-        """Freeze experts (their parameters get no gradients and no optimizer updates)."""
-        for name in names:
-            self.set_trainable(name, False)
-
-    def unfreeze(self, *names: str) -> None:
-        for name in names:
-            self.set_trainable(name, True)
-
-    def frozen_experts(self) -> tuple[str, ...]:
-        """Experts none of whose parameters require gradients."""
-        return tuple(
-            n
-            for n in self.config.expert_names
-            if not any(p.requires_grad for p in self.expert_parameters(n))
-        )

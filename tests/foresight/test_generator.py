@@ -217,7 +217,7 @@ def test_condition_dropout_replaces_context_by_the_null_context() -> None:
 def test_cached_generation_equals_full_sequence_generation(
     scales, seed, cfg_scale, padded, top_k, top_p
 ) -> None:
-    gen = tiny_generator(scales, seed=seed % 5)
+    gen = tiny_generator(scales, seed=seed % 5, cond_drop_prob=0.1)
     tok = QuantizerTokenizer(scales, 16, 4, seed=seed % 3)
     ctx = torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(seed)).double()
     valid = torch.tensor([[True, False], [True, True], [False, True]]) if padded else None
@@ -256,7 +256,8 @@ def test_sampling_is_seeded_and_the_first_k_scales_are_a_prefix() -> None:
 
 def test_guidance_scale_zero_samples_the_unconditional_model_and_decode_uses_tokenizer() -> None:
     scales = (1, 2, 3)
-    gen, tok = tiny_generator(scales, seed=6), QuantizerTokenizer(scales, 16, 4, seed=6)
+    gen = tiny_generator(scales, seed=6, cond_drop_prob=0.1)
+    tok = QuantizerTokenizer(scales, 16, 4, seed=6)
     ctx = torch.randn(2, 2, 16, dtype=torch.float64)
     uncond = gen.generate(ctx, tok, cfg_scale=0.0, generator=3, decode=True)
     null = gen.generate(gen.null_context_like(ctx), tok, generator=3)
@@ -265,6 +266,26 @@ def test_guidance_scale_zero_samples_the_unconditional_model_and_decode_uses_tok
     assert not all(torch.equal(x, y) for x, y in zip(uncond.tokens, cond, strict=True))
     assert torch.equal(uncond.image, tok.decode(uncond.tokens))
     assert gen.generate(ctx, tok, generator=3).image is None
+
+
+def test_no_null_context_without_condition_dropout_and_no_network_without_one() -> None:
+    """Nothing trains a null context when cond_drop_prob is 0, so none is built (F1's case) and
+    guidance asks for it by name; a generator built without a network asks for one per call."""
+    scales = (1, 2)
+    gen, tok = tiny_generator(scales), QuantizerTokenizer(scales, 16, 4, seed=1)
+    assert gen.null_context is None and "null_context" not in gen.state_dict()
+    ctx = torch.randn(2, 2, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        gen.generate(ctx, tok, cfg_scale=2.0)
+    bare = NextScaleGenerator(gen.config).double()
+    with pytest.raises(ValueError, match="network="):
+        bare.generate(ctx, tok)
+    own = {k: v for k, v in gen.state_dict().items() if not k.startswith("network.")}
+    bare.load_state_dict(own)  # the same weights, minus the network's
+    assert torch.equal(
+        torch.cat(bare.generate(ctx, tok, generator=2, network=gen.network).tokens, 1),
+        torch.cat(gen.generate(ctx, tok, generator=2).tokens, 1),
+    )
 
 
 def test_generate_restores_training_mode_and_needs_no_grad() -> None:

@@ -25,7 +25,6 @@ from flow import FlowHeadConfig, ODESolver, make_time_sampler
 from foresight import VQVAEConfig
 from mot import ExpertSpec, MoTConfig
 
-ForesightMode = Literal["teacher", "sampled"]
 
 
 class Strict(BaseModel):
@@ -108,10 +107,6 @@ class GenerationConfig(Strict):
     history: past frames aggregated into history tokens (F1: 4, at offsets -9, -6, -3, 0).
     scales: foresight scales generated in stages II/III and at inference (F1: 4 of 10).
     camera: index of the camera whose frames are tokenized (history and foresight).
-    foresight: the default for stages II/III (a stage may override it): ``sampled`` draws the
-        first ``scales`` scales from the model (no gradient) and feeds their tokenizer inputs to
-        the joint pass, so the Action expert trains on the foresight it will see at inference (the
-        official code's mode); ``teacher`` feeds the ground truth's (cheaper: no sampling passes).
     top_k / top_p / temperature: foresight sampling (F1: 900, 0.95, 1.0).
     """
 
@@ -119,7 +114,6 @@ class GenerationConfig(Strict):
     scales: int = Field(default=4, gt=0)
     camera: int = Field(default=0, ge=0)
     history_in_prefix: bool = True
-    foresight: ForesightMode = "sampled"
     top_k: int | None = 900
     top_p: float | None = 0.95
     temperature: float = Field(default=1.0, gt=0)
@@ -224,7 +218,7 @@ class F1Config(Strict):
                 "generation": {"width": 64, "mlp_width": 128, **widths} if generation else None,
                 "action": {"width": 64, "mlp_width": 128, **widths},
             },
-            "generation": {"foresight": "teacher"} if generation else None,
+            "generation": {} if generation else None,
             "action": {"action_dim": 4, "state_dim": 4, "chunk": 4, "execute": 4},
         }
         return cls.model_validate(_merge(data, overrides or {}))

@@ -2,12 +2,10 @@
 
 L = generation * CE(foresight codes) + action * flow-matching MSE (DESIGN.md s4-s5): stage I is
 ``Objective(generation=1, action=0)`` over all scales, stages II/III
-``Objective(generation=0.1, action=1, scales=4, foresight="sampled")``.
+``Objective(generation=0.1, action=1, scales=4)`` (docs/contract.md: how each pass is built).
 """
 
 from dataclasses import dataclass
-
-from f1kit.model.config import ForesightMode
 
 
 @dataclass(frozen=True)
@@ -16,14 +14,13 @@ class Objective:
 
     generation / action: loss weights (0 leaves that loss out of the total; an action weight of
     0 also leaves the A tokens out of the pass). scales: foresight scales (None = all of the
-    tokenizer's, stage I). foresight: where the G inputs come from (see `GenerationConfig`);
-    ``sampled`` applies only when the pass has action tokens (action > 0).
+    tokenizer's without actions, stage I; with actions only ``model.generation.scales`` is
+    allowed, None meaning those).
     """
 
     generation: float = 0.0
     action: float = 1.0
     scales: int | None = None
-    foresight: ForesightMode = "teacher"
 
     def __post_init__(self) -> None:
         for name in ("generation", "action"):
@@ -31,5 +28,3 @@ class Objective:
                 raise ValueError(f"{name}: loss weight must be >= 0, got {getattr(self, name)}")
         if self.generation == 0 and self.action == 0:
             raise ValueError("objective: at least one of generation/action needs a weight > 0")
-        if self.foresight not in ("teacher", "sampled"):
-            raise ValueError(f"foresight: expected 'teacher' or 'sampled', got {self.foresight!r}")

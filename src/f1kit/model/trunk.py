@@ -12,7 +12,8 @@ slices, bound to the batch's layout and padding:
                        KV cache of prefix + foresight without writing to it (every flow step
                        sees the same cache: nothing is copied)
     JointPass          a `flow.VelocityNetwork` for training: U + G + A in ONE forward under the
-                       full mask, keeping the G outputs for the generation loss
+                       full mask (or a `attention.Twin` of it), keeping the G outputs for the
+                       generation loss
 
 Rows and RoPE positions always come from the F1 layout (`mot.step_inputs`), so a cached step
 sees exactly what the same rows of an uncached full pass see. The mask and positions the
@@ -20,13 +21,13 @@ generator passes describe its own view (no U prefix) and are ignored: its layout
 the F1 layout, block for block.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from attention import ACTION, GENERATION, UNDERSTANDING, Layout
+from attention import ACTION, GENERATION, UNDERSTANDING, Layout, Twin
 from mot import KVCache, MoTStack, step_inputs
 
 
@@ -47,15 +48,27 @@ class BoundTrunk:
         update_cache: bool = True,
     ) -> dict[str, Tensor]:
         """Run the layout rows ``queries`` (the concatenation of ``parts`` in expert order)."""
+        device = next(iter(parts.values())).device
+        mask, positions = step_inputs(self.layout, self.valid, queries=queries, device=device)
+        if self.valid is None:  # shared by the batch: add the broadcast batch axis
+            mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
+        return self.run_with(parts, mask, positions, cache, update_cache=update_cache)
+
+    def run_with(
+        self,
+        parts: dict[str, Tensor],
+        mask: Bool[Tensor, "#b nq nk"],
+        positions: Int[Tensor, "#b nq"],
+        cache: KVCache | None = None,
+        *,
+        update_cache: bool = True,
+    ) -> dict[str, Tensor]:
+        """Run ``parts`` (concatenated in expert order) under an explicit mask and positions."""
         names = self.trunk.config.expert_names
         missing = sorted(set(parts) - set(names))
         if missing:
             raise ValueError(f"parts: experts {missing} are not in the trunk {names}")
         xs = [parts.get(name) for name in names]
-        device = next(x for x in xs if x is not None).device
-        mask, positions = step_inputs(self.layout, self.valid, queries=queries, device=device)
-        if self.valid is None:  # shared by the batch: add the broadcast batch axis
-            mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
         outs = self.trunk(xs, positions, mask, cache=cache, update_cache=update_cache)
         return {name: out for name, out in zip(names, outs, strict=True) if name in parts}
 
@@ -139,13 +152,27 @@ class ActionExpert:
         return out[ACTION][:, 1:]
 
 
-@dataclass
 class JointPass:
-    """U + G + A in one uncached forward (training); the G outputs land in ``outputs``."""
+    """U + G + A in one uncached forward (training); the G outputs land in ``outputs``.
 
-    bound: BoundTrunk
-    parts: dict[str, Tensor]
-    outputs: dict[str, Tensor] = field(default_factory=dict)
+    twin: run the twinned sequence of `attention.Twin` instead of the layout's own (the G part
+    then carries the twin's tokens right after its range): the training contract's two views of
+    the foresight scales, the drawn ones for the actions and the true ones for the CE.
+    """
+
+    def __init__(
+        self, bound: BoundTrunk, parts: dict[str, Tensor], twin: Twin | None = None
+    ) -> None:
+        self.bound, self.parts, self.twin = bound, parts, twin
+        self.outputs: dict[str, Tensor] = {}
+        if twin is not None:
+            if twin.layout is not bound.layout:
+                raise ValueError("twin: expected a twin of the bound trunk's own layout")
+            device = next(iter(parts.values())).device
+            self.mask = twin.mask(bound.valid, device=device)
+            self.positions = twin.positions(bound.valid).to(device)
+            if bound.valid is None:
+                self.mask, self.positions = self.mask.unsqueeze(0), self.positions.unsqueeze(0)
 
     def __call__(
         self,
@@ -154,7 +181,11 @@ class JointPass:
         context: Float[Tensor, "b 1 d"] | None,
     ) -> Float[Tensor, "b c d"]:
         x = _action_tokens(tokens, cond, context)
-        self.outputs = self.bound.run({**self.parts, ACTION: x}, slice(0, self.bound.layout.n))
+        parts = {**self.parts, ACTION: x}
+        if self.twin is None:
+            self.outputs = self.bound.run(parts, slice(0, self.bound.layout.n))
+        else:
+            self.outputs = self.bound.run_with(parts, self.mask, self.positions)
         return self.outputs[ACTION][:, 1:]
 
 

@@ -215,16 +215,26 @@ def _train_problems(
                     f"{_no_gen(model)}; set it to 0 or remove it",
                 )
             )
-        for key in ("scales", "foresight"):
-            if getattr(stage, key) is not None:
-                problems.append(
-                    (
-                        f"{at}.{key}",
-                        f"{getattr(stage, key)!r} applies to the Generation expert; "
-                        f"{_no_gen(model)}; leave it null",
-                    )
+        if stage.scales is not None:
+            problems.append(
+                (
+                    f"{at}.scales",
+                    f"{stage.scales!r} applies to the Generation expert; "
+                    f"{_no_gen(model)}; leave it null",
                 )
+            )
         return problems
+    inference_scales = model.generation.scales
+    if stage.losses.get("action", 0.0) > 0 and stage.scales not in (None, inference_scales):
+        problems.append(
+            (
+                f"{at}.scales",
+                f"{stage.scales} differs from model.generation.scales = {inference_scales}, the "
+                "scales inference generates; a stage with an action loss trains the Action "
+                "expert on exactly those (docs/contract.md): set it to "
+                f"{inference_scales} or leave it null",
+            )
+        )
     if stage.scales is not None and stage.scales > len(scales):
         problems.append(
             (

@@ -230,15 +230,17 @@ class TokenizerStage(Section):
 
 class TrainStage(Section):
     """One F1 training stage (align, pretrain, post-train): which experts train (the rest are
-    frozen), which losses with which weights, how many foresight scales, teacher or sampled
-    foresight, and the optimisation numbers. It starts from the previous stage's weights."""
+    frozen), which losses with which weights, how many foresight scales, and the optimisation
+    numbers. It starts from the previous stage's weights. ``scales``: a stage without an action
+    loss teacher-forces that many scales (null = all, stage I); a stage with one trains on the
+    ``model.generation.scales`` that inference generates (null = those; another count is an
+    error), its actions reading foresight the model draws itself (docs/contract.md)."""
 
     kind: Literal["train"]
     name: Name
     train: list[Expert] = Field(min_length=1)
     losses: dict[Literal["generation", "action"], Weight]
     scales: Count | None = None
-    foresight: Literal["teacher", "sampled"] | None = None
     tasks: list[str] | None = None  # this stage's data: a subset of data.tasks (None = all)
     steps: Count | None = None
     epochs: Annotated[Real, Field(gt=0)] | None = None  # instead of steps: passes over its data
@@ -307,15 +309,13 @@ class TrainStage(Section):
         return self
 
     def objective(self, model: F1Config) -> Objective:
-        """What each step optimises; foresight None = ``model.generation.foresight``."""
-        foresight = self.foresight
-        if foresight is None:
-            foresight = model.generation.foresight if model.generation is not None else "teacher"
+        """What each step optimises (scales null in an acting stage = the inference scales)."""
+        action = self.losses.get("action", 0.0)
+        scales = self.scales
+        if scales is None and action > 0 and model.generation is not None:
+            scales = model.generation.scales
         return Objective(
-            generation=self.losses.get("generation", 0.0),
-            action=self.losses.get("action", 0.0),
-            scales=self.scales,
-            foresight=foresight,
+            generation=self.losses.get("generation", 0.0), action=action, scales=scales
         )
 
     def total_steps(self, samples: int) -> int:
@@ -349,10 +349,10 @@ class TrainStage(Section):
             checkpoint_every=self.checkpoint_every,
             log_every=self.log_every,
             num_workers=self.num_workers,
-            # Some trained parameters never get a gradient: U's last-layer attention output and
-            # MLP (no loss reads U's final hidden states) and the generator's unused CFG context.
-            # DDP must be told; an action-only stage reaches every trained parameter.
-            find_unused_parameters=bool({"understanding", "generation"} & set(self.train)),
+            # U's last-layer attention output, post-norm and MLP and its final norm never get
+            # a gradient (no loss reads U's final hidden states; the official layout keeps
+            # them). DDP must be told; every other trained parameter is reached.
+            find_unused_parameters="understanding" in self.train,
         )
 
 

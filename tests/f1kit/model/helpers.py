@@ -43,7 +43,7 @@ def micro_config(generation: bool = True, overrides: dict | None = None) -> F1Co
         "action": {"action_dim": 4, "state_dim": 4, "chunk": 3, "execute": 2},
     }
     if generation:
-        base["generation"] = {"tokenizer": MICRO_TOKENIZER, "top_k": 16, "foresight": "teacher"}
+        base["generation"] = {"tokenizer": MICRO_TOKENIZER, "top_k": 16}
     return F1Config.tiny(generation, {**base, **(overrides or {})})
 
 

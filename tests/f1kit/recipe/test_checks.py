@@ -45,10 +45,10 @@ CASES = {
         "stages.0.scales",
         ["Generation expert", "null"],
     ),
-    "foresight on No-Gen": (
-        toy(model=model(False), stages=[{**ACTION_ONLY, "foresight": "sampled"}]),
-        "stages.0.foresight",
-        ["'sampled'", "Generation expert"],
+    "acting stage at another scale count than inference": (
+        toy(stages=[TOKENIZER, train_stage(scales=3), EVALUATE]),
+        "stages.1.scales",
+        ["3 differs from model.generation.scales = 4", "inference generates"],
     ),
     "decode_foresight on No-Gen": (
         toy(model=model(False), stages=[ACTION_ONLY, {**EVALUATE, "decode_foresight": True}]),

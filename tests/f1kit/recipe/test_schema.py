@@ -142,21 +142,18 @@ def test_every_field_error_is_reported_at_once_with_the_file_name():
 # ---- mapping onto the components ----------------------------------------------------------
 
 
-def test_train_stage_objective_takes_losses_scales_and_foresight():
-    model = F1Config.tiny(overrides={"generation": {"foresight": "sampled"}})
+def test_train_stage_objective_takes_losses_and_scales():
+    model = F1Config.tiny(overrides={"generation": {"scales": 3}})
     stage = TrainStage.model_validate(train_stage(scales=3))
-    assert stage.objective(model) == Objective(
-        generation=0.1, action=1.0, scales=3, foresight="sampled"
-    )
-    # foresight null follows the model; a missing loss key weighs 0
+    assert stage.objective(model) == Objective(generation=0.1, action=1.0, scales=3)
+    # scales null in an acting stage = the inference scales; a missing loss key weighs 0
+    assert TrainStage.model_validate(train_stage()).objective(model).scales == 3
     align = TrainStage.model_validate(
         train_stage(train=["generation"], losses={"generation": 1.0}, lr={"generation": 3e-4})
     )
-    assert align.objective(F1Config.tiny()) == Objective(
-        generation=1.0, action=0.0, scales=None, foresight="teacher"
-    )
-    teacher = TrainStage.model_validate(train_stage(foresight="teacher"))
-    assert teacher.objective(model).foresight == "teacher"
+    assert align.objective(F1Config.tiny()) == Objective(generation=1.0, action=0.0, scales=None)
+    with pytest.raises(ValidationError, match="foresight"):  # the removed teacher/sampled knob
+        TrainStage.model_validate(train_stage(foresight="teacher"))
 
 
 def test_train_stage_settings_carry_every_number_and_derive_the_seed():
@@ -187,7 +184,7 @@ def test_train_stage_settings_carry_every_number_and_derive_the_seed():
         seed=9,
         checkpoint_every=25,
         log_every=5,
-        find_unused_parameters=True,
+        find_unused_parameters=False,  # G and A: every trained parameter gets a gradient
     )
     assert TrainStage.model_validate(train_stage(seed=123)).settings(7, 2).seed == 123
 

@@ -1,0 +1,150 @@
+"""F1 at inference: prefix -> foresee -> act (arXiv 2509.06951 s3.3; DESIGN.md s3, s4).
+
+    encode_prefix   U tokens (vision + instruction) and, for G models, the history tokens
+    foresee         one pass fills the KV cache with [U | history | SOS], then each of the
+                    ``model.config.generation.scales`` scales is drawn and its inputs appended
+    act             the flow steps: [state | noisy chunk] rows read that cache (never write it)
+
+The cache that ``act`` reads holds exactly the rows the Action expert attends to in training
+(`f1kit.model.training`, docs/contract.md): the same U and history tokens, the SOS, and the inputs
+built from the scales the model drew itself, at the same RoPE positions. The training pass draws
+its foresight by calling ``foresee`` itself.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Float, Int, Shaped
+from torch import Tensor
+
+from attention import UNDERSTANDING
+from f1kit.model.codes import history_tokens, tokenizer
+from f1kit.model.trunk import ActionExpert, BoundTrunk, GenerationExpert
+from mot import KVCache
+
+if TYPE_CHECKING:  # f1.py imports this module
+    from f1kit.model.f1 import F1
+
+
+@dataclass
+class Prefix:
+    """The Understanding tokens of a batch and (G models) its history tokens."""
+
+    tokens: Float[Tensor, "b nu du"]
+    valid: Bool[Tensor, "b nu"]
+    history: Float[Tensor, "b nh dg"] | None
+
+    def detach(self) -> "Prefix":
+        history = None if self.history is None else self.history.detach()
+        return Prefix(self.tokens.detach(), self.valid, history)
+
+
+@dataclass
+class Prediction:
+    """A predicted chunk (data-normalised units, padded action_dim) and its foresight tokens."""
+
+    actions: Float[Tensor, "b c a"]
+    foresight: list[Int[Tensor, "b _"]] | None
+
+
+def encode_prefix(
+    model: "F1",
+    images: Shaped[Tensor, "b v 3 H W"],
+    texts: object,
+    history_codes: Int[Tensor, "b t N"] | None = None,
+) -> Prefix:
+    """Understanding tokens and (G models) the aggregated history tokens.
+
+    texts: the b instructions, as strings or as the Understanding's cached text encoding.
+    """
+    tokens, valid = model.understanding(images, texts)
+    history = None
+    if model.generator is not None:
+        if history_codes is None:
+            raise ValueError(
+                "history_codes: this F1 model has a Generation expert; pass the history "
+                "frames' codes (F1.batch_codes / F1.frame_codes)"
+            )
+        history = history_tokens(model, history_codes).to(tokens.dtype)
+    return Prefix(tokens, valid, history)
+
+
+@torch.no_grad()
+def start(model: "F1", prefix: Prefix) -> tuple[BoundTrunk, KVCache]:
+    """No-Gen models: the prefix pass filling a fresh cache (G models: see ``foresee``)."""
+    bound = model.bind(prefix, 0)
+    cache = bound.new_cache(prefix.tokens.shape[0], dtype=prefix.tokens.dtype)
+    bound.run({UNDERSTANDING: prefix.tokens}, bound.layout.slice("prefix"), cache)
+    return bound, cache
+
+
+@torch.no_grad()
+def foresee(
+    model: "F1", prefix: Prefix, *, generator: torch.Generator | int | None = None
+) -> tuple[list[Int[Tensor, "b _"]], BoundTrunk, KVCache]:
+    """Prefix pass + the model's foresight scales, all appended to one KV cache.
+
+    Returns the drawn codes of each scale, the bound trunk and the filled cache. Scale K's codes
+    have no input slot (as in training): the actions read the hidden states that drew them.
+    """
+    gen = model.config.generation
+    if model.generator is None or gen is None or prefix.history is None:
+        raise ValueError("foresee: this No-Gen model has no Generation expert")
+    net = GenerationExpert(model.bind(prefix, gen.scales), prefix.tokens)
+    tokens = model.generator.generate(
+        prefix.history,
+        tokenizer(model),
+        num_scales=gen.scales,
+        top_k=gen.top_k,
+        top_p=gen.top_p,
+        temperature=gen.temperature,
+        generator=generator,
+        network=net,
+    ).tokens
+    assert net.cache is not None  # generate() made it through net.new_cache
+    return tokens, net.bound, net.cache
+
+
+@torch.no_grad()
+def act(
+    model: "F1",
+    bound: BoundTrunk,
+    cache: KVCache,
+    state: Float[Tensor, "b s"],
+    *,
+    generator: torch.Generator | None = None,
+    noise: Float[Tensor, "b c a"] | None = None,
+) -> Float[Tensor, "b c a"]:
+    """Integrate the flow from noise (tau = 0) to a chunk, every step reading the cache."""
+    head = model.action_head
+    return head.sample(
+        state.shape[0],
+        state=state.to(head.action_out.weight.dtype),
+        generator=generator,
+        noise=noise,
+        network=ActionExpert(bound, cache),
+    ).sample
+
+
+@torch.no_grad()
+def predict(
+    model: "F1",
+    images: Shaped[Tensor, "b v 3 H W"],
+    texts: Sequence[str] | object,
+    state: Float[Tensor, "b s"],
+    history_codes: Int[Tensor, "b t N"] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Float[Tensor, "b c a"] | None = None,
+) -> Prediction:
+    """One chunk: prefix pass, the foresight scales (G models), the action flow."""
+    prefix = encode_prefix(model, images, texts, history_codes)
+    foresight = None
+    if model.generator is None:
+        bound, cache = start(model, prefix)
+    else:
+        foresight, bound, cache = foresee(model, prefix, generator=generator)
+    actions = act(model, bound, cache, state, generator=generator, noise=noise)
+    return Prediction(actions, foresight)
