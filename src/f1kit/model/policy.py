@@ -5,12 +5,22 @@ it predicts a chunk of ``chunk`` actions and keeps the first ``execute`` of them
 then re-plan). ``predict_action_chunk`` returns the whole chunk; ``reset()`` clears the queue and
 the frame history at an episode start; ``predicted_frame()`` decodes the latest foresight.
 
-Observations are raw env dicts (``observation.images.<camera>`` uint8 (H, W, 3) or batched
-(b, H, W, 3), ``observation.state``, ``task``). The policy normalises the state and un-normalises
-the actions with the training data's statistics, which it owns (saved with the model), and
-keeps the past frames the Generation expert's history needs: at step t it feeds frames
+The history is counted in env steps. ``observe(observation)`` records one env step (its frame);
+``select_action`` calls it on every call. A loop that drives ``predict_action_chunk`` itself calls
+``observe`` on every env step and ``predict_action_chunk`` when it wants a chunk (with the same
+observation object it last observed); ``predict_action_chunk`` of an observation that was not
+observed records it once as a new step. At step t the Generation expert reads the frames of steps
 t + offset for each offset (default -9, -6, -3, 0), clamped to the episode start as the training
-window clamps them.
+window (`f1kit.data.WindowedDataset`) clamps them. Only those frames are ever tokenized: the policy
+keeps the raw frames of the last max|offset| steps and the codes of the steps already encoded.
+
+Observations are raw env dicts: ``observation.images.<camera>`` uint8 (H, W, 3) or batched
+(b, H, W, 3) (float images in [0, 1] are accepted and quantised to uint8), ``observation.state``,
+``task`` (a str or one per batch row) and, for a policy trained on several embodiments,
+``embodiment`` (its id; see `f1kit.data.processor`). The policy's preprocessor normalises the
+state and its postprocessor un-normalises the actions with the training data's statistics, the
+very processors the training windows used (saved with the policy). Bad input is refused with an
+error naming its key.
 """
 
 from collections import deque
@@ -23,16 +33,17 @@ from einops import rearrange
 from jaxtyping import Float, UInt8
 from torch import Tensor
 
+from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor
 from f1kit.model.f1 import F1
-from flow import Normalizer, unpad
+from f1kit.model.text import TokenizedText
 
 
 class F1Policy:
-    """Closed-loop F1: action queue, frame history, normalisation.
+    """Closed-loop F1: action queue, frame history by env step, pre/post-processing.
 
     Example::
 
-        policy = F1Policy(model, cameras=("corner",), state_norm=s, action_norm=a)
+        policy = F1Policy.from_pretrained("runs/f1/policy")
         policy.reset()
         action = policy.select_action(env_observation)      # np.ndarray [action dims]
     """
@@ -42,8 +53,8 @@ class F1Policy:
         model: F1,
         *,
         cameras: Sequence[str] = ("corner",),
-        state_norm: Normalizer | None = None,
-        action_norm: Normalizer | None = None,
+        preprocessor: Processor | None = None,
+        postprocessor: Processor | None = None,
         history_offsets: Sequence[int] = (-9, -6, -3, 0),
         seed: int = 0,
         decode_foresight: bool = False,
@@ -56,19 +67,26 @@ class F1Policy:
                 f"history_offsets: the model aggregates {gen.history} frames, "
                 f"got {len(history_offsets)} offsets {tuple(history_offsets)}"
             )
+        if any(o > 0 for o in history_offsets):
+            raise ValueError(f"history_offsets: expected offsets <= 0, got {history_offsets}")
         self.model = model.eval()
         self.cameras = tuple(cameras)
-        # The stats follow the model (a CUDA model gets CUDA observations).
-        self.state_norm = None if state_norm is None else state_norm.to(self.device)
-        self.action_norm = None if action_norm is None else action_norm.to(self.device)
+        # The statistics follow the model (a CUDA model gets CUDA observations).
+        self.preprocessor = None if preprocessor is None else preprocessor.to(self.device)
+        self.postprocessor = None if postprocessor is None else postprocessor.to(self.device)
         self.offsets = tuple(history_offsets)
         self.seed = seed
         self.decode = decode_foresight
         self.execute = model.config.action.execute
+        self._reach = -min(self.offsets, default=0)  # steps back the history reads
         self._queue: deque[np.ndarray] = deque()
-        # The tokenizer codes [b, N] of every step's frame since reset, encoded as the frame
-        # arrives: a re-planning step then encodes one frame, not the four of its history.
-        self._codes: list[Tensor] = []
+        self._now: tuple | None = None  # the current step's frames, state, texts, embodiment
+        self._frames: dict[int, Tensor] = {}  # env step -> frames [b, v, 3, H, W], recent only
+        self._codes: dict[int, Tensor] = {}  # env step -> tokenizer codes [b, N], when encoded
+        self._step = -1  # the current env step (-1: nothing observed since reset)
+        self._batch: int | None = None
+        self._observed: dict | None = None
+        self._text: tuple[tuple[str, ...], TokenizedText] | None = None
         self._foresight: np.ndarray | None = None
         self._generator: torch.Generator | None = None
         self.reset()
@@ -80,11 +98,35 @@ class F1Policy:
     def reset(self) -> None:
         """Start an episode: empty action queue and frame history, reseeded draws."""
         self._queue.clear()
-        self._codes = []
+        self._frames, self._codes, self._now = {}, {}, None
+        self._step, self._batch, self._observed = -1, None, None
         self._foresight = None
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     # ---- observations -----------------------------------------------------------------------
+
+    def observe(self, observation: dict) -> None:
+        """Record one env step: the whole observation is checked (nothing is recorded when it is
+        refused), its frame joins the history, kept raw until a plan reads it."""
+        images = self._images(observation)
+        batch = images.shape[0]
+        if self._batch is not None and batch != self._batch:
+            raise ValueError(
+                f"batch: this episode's observations have {self._batch} rows, got {batch}; "
+                "call reset() before changing the batch size"
+            )
+        state = self._state(observation, batch)
+        texts = self._texts(observation, batch)
+        self._batch = batch
+        self._step += 1
+        self._observed = observation
+        self._now = (images, state, texts, self._embodiment(observation))
+        if self.model.generator is not None:
+            self._frames[self._step] = images
+            oldest = self._step - self._reach
+            for store in (self._frames, self._codes):
+                for step in [s for s in store if s < oldest]:
+                    del store[step]
 
     def _images(self, observation: dict) -> UInt8[Tensor, "b v 3 H W"]:
         frames = []
@@ -93,61 +135,102 @@ class F1Policy:
             if key not in observation:
                 raise ValueError(f"observation: missing {key!r} (has {sorted(observation)})")
             x = torch.as_tensor(np.asarray(observation[key]))
-            if x.dtype != torch.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3:
-                raise ValueError(
-                    f"{key}: expected uint8 (H, W, 3) or (b, H, W, 3), "
-                    f"got {x.dtype} {tuple(x.shape)}"
-                )
+            if x.ndim not in (3, 4) or x.shape[-1] != 3:
+                raise ValueError(f"{key}: expected (H, W, 3) or (b, H, W, 3), got {tuple(x.shape)}")
+            if x.ndim == 4 and x.shape[0] == 0:
+                raise ValueError(f"{key}: a batch of 0 observations, expected at least 1")
+            if x.dtype.is_floating_point:
+                if not bool(torch.isfinite(x).all()):
+                    raise ValueError(f"{key}: holds NaN or inf")
+                if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+                    raise ValueError(f"{key}: float images must lie in [0, 1]")
+                x = (x.float() * 255.0).round().to(torch.uint8)
+            elif x.dtype != torch.uint8:
+                raise ValueError(f"{key}: expected uint8 or float in [0, 1], got {x.dtype}")
             frames.append(x if x.ndim == 4 else x.unsqueeze(0))
+        if len({f.shape[0] for f in frames}) > 1:
+            raise ValueError(
+                f"observation: cameras {self.cameras} have batch sizes {[len(f) for f in frames]}"
+            )
         images = torch.stack(frames, dim=1)
         return rearrange(images, "b v H W c -> b v c H W").to(self.device)
 
     def _state(self, observation: dict, batch: int) -> Float[Tensor, "b s"]:
-        if "observation.state" not in observation:
-            raise ValueError("observation: missing 'observation.state'")
-        state = torch.as_tensor(np.asarray(observation["observation.state"]), dtype=torch.float32)
+        if STATE not in observation:
+            raise ValueError(f"observation: missing {STATE!r}")
+        state = torch.as_tensor(np.asarray(observation[STATE]), dtype=torch.float32)
+        if state.numel() == 0 or state.numel() % batch:
+            raise ValueError(
+                f"{STATE}: expected {batch} row(s) of state, got shape {tuple(state.shape)}"
+            )
+        if not bool(torch.isfinite(state).all()):
+            raise ValueError(f"{STATE}: holds NaN or inf")
         state = state.reshape(batch, -1).to(self.device)
-        return self.state_norm(state) if self.state_norm is not None else state
+        if self.preprocessor is None:
+            return state
+        return self.preprocessor({STATE: state, **self._embodiment(observation)})[STATE]
+
+    def _embodiment(self, observation: dict) -> dict:
+        return {EMBODIMENT: observation[EMBODIMENT]} if EMBODIMENT in observation else {}
 
     def _texts(self, observation: dict, batch: int) -> list[str]:
         task = observation.get("task")
         if task is None:
             raise ValueError("observation: missing 'task' (the instruction)")
-        texts = [task] * batch if isinstance(task, str) else list(task)
+        if isinstance(task, str):
+            texts = [task] * batch
+        elif isinstance(task, (list, tuple)):
+            texts = list(task)
+        else:
+            raise TypeError(f"task: expected a str or a list of str, got {type(task).__name__}")
         if len(texts) != batch:
             raise ValueError(f"task: expected {batch} instructions, got {len(texts)}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"task[{i}]: expected str, got {type(text).__name__}")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # e.g. a lone surrogate "\ud800"
+                raise ValueError(f"task[{i}]: not valid UTF-8 text ({err.reason})") from err
         return texts
 
-    def _record(self, images: Tensor) -> None:
-        """Keep this step's frame (as its codes) for the history of later steps."""
-        if self.model.generator is not None:
-            self._codes.append(self.model.frame_codes(images))
+    def _encoded(self, texts: list[str]) -> TokenizedText:
+        """The instructions' encoding, tokenized again only when they change."""
+        key = tuple(texts)
+        if self._text is None or self._text[0] != key:
+            self._text = (key, self.model.understanding.encode_text(texts, self.device))
+        return self._text[1]
 
-    def _history(self, images: Tensor) -> Tensor | None:
-        """Codes [b, t, N] of the frames at the history offsets from now (frame recorded)."""
+    def _history(self) -> Tensor | None:
+        """Codes [b, t, N] of the frames at the history offsets from the current step, clamped
+        to the episode start; frames not encoded yet are encoded now, in one tokenizer call."""
         if self.model.generator is None:
             return None
-        self._record(images)
-        now = len(self._codes) - 1
-        return torch.stack([self._codes[max(0, now + o)] for o in self.offsets], dim=1)
+        steps = [max(0, self._step + o) for o in self.offsets]
+        todo = sorted(set(steps) - set(self._codes))
+        if todo:
+            frames = torch.cat([self._frames[s] for s in todo])
+            codes = self.model.frame_codes(frames).split(frames.shape[0] // len(todo))
+            self._codes.update(zip(todo, codes, strict=True))
+        return torch.stack([self._codes[s] for s in steps], dim=1)
 
     # ---- acting -----------------------------------------------------------------------------
 
     @torch.no_grad()
     def predict_action_chunk(self, observation: dict) -> Float[Tensor, "b c a"]:
-        """A chunk of raw-unit actions [b, c, a] (a = the data's action dims when normalised)."""
-        images = self._images(observation)
-        batch = images.shape[0]
+        """A chunk of raw-unit actions [b, c, a] at the current env step (a = the data's action
+        dims when there is a postprocessor). ``observation`` is recorded first unless it is the
+        one `observe` last saw."""
+        if observation is not self._observed:
+            self.observe(observation)
+        assert self._now is not None  # observe() set it
+        images, state, texts, embodiment = self._now
         prediction = self.model.predict(
-            images,
-            self._texts(observation, batch),
-            self._state(observation, batch),
-            self._history(images),
-            generator=self._generator,
+            images, self._encoded(texts), state, self._history(), generator=self._generator
         )
         actions = prediction.actions.float()
-        if self.action_norm is not None:
-            actions = self.action_norm.inverse(unpad(actions, self.action_norm.dim))
+        if self.postprocessor is not None:
+            actions = self.postprocessor({ACTION: actions, **embodiment})[ACTION]
         if self.decode and prediction.foresight is not None:
             self._foresight = self.model.decode_foresight(prediction.foresight).cpu().numpy()
         return actions
@@ -155,11 +238,10 @@ class F1Policy:
     def select_action(self, observation: dict) -> np.ndarray:
         """The next action of the current chunk; a new chunk every ``execute`` steps.
 
-        Every call records the frame (the history needs every step's frame, also those served
-        from the queue). Unbatched observations give [a], batched ones [b, a].
+        Every call is one env step (`observe`). Unbatched observations give [a], batched [b, a].
         """
+        self.observe(observation)
         if self._queue:
-            self._record(self._images(observation))
             return self._queue.popleft()
         chunk = self.predict_action_chunk(observation).cpu().numpy()
         single = np.asarray(observation[f"observation.images.{self.cameras[0]}"]).ndim == 3
@@ -174,7 +256,7 @@ class F1Policy:
     # ---- weights ------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """config.json + model.safetensors + normalization.safetensors, written atomically."""
+        """config.json + model.safetensors + the processors' files, written atomically."""
         from f1kit.model.pretrained import save_pretrained  # the loader imports this module
 
         return save_pretrained(self, directory)

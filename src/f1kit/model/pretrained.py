@@ -1,12 +1,17 @@
 """Save and load an F1 policy as a directory, never through pickle (DESIGN.md s9).
 
-    <dir>/config.json                the model config (`F1Config`) and the policy's cameras/history
+    <dir>/config.json                the model config (`F1Config`) and the policy section:
+                                     cameras, history_offsets, dtype (of the weights)
     <dir>/model.safetensors          every weight, the frozen tokenizer included
-    <dir>/normalization.safetensors  state/action statistics (modes in the metadata), if any
+    <dir>/policy_preprocessor.json   the processors (`f1kit.data.processor`, LeRobot's layout):
+    <dir>/policy_postprocessor.json  state normalisation and action un-normalisation per
+    <dir>/policy_*processor_step_*.safetensors   embodiment, and their statistics
 
 Writing goes to a temporary sibling directory that replaces ``<dir>`` in one rename, so a crash
-never leaves a half-written checkpoint. Loading is strict: missing, unexpected or mis-shaped
-tensors raise `PretrainedError` listing every one of them.
+never leaves a half-written checkpoint. Loading is strict: missing, unexpected, mis-shaped,
+wrongly typed or non-finite tensors raise `PretrainedError` listing every one of them; so do a
+missing processor file (a policy would act in normalised units without it) and unknown keys in
+config.json.
 """
 
 import json
@@ -17,17 +22,16 @@ from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
+from f1kit.data.processor import POSTPROCESSOR, PREPROCESSOR, Processor, ProcessorError
 from f1kit.model.config import F1Config
 from f1kit.model.f1 import F1
 from f1kit.model.policy import F1Policy
 from f1kit.train import load_model_weights, save_model_weights
-from flow import Normalizer
 
 FORMAT = "f1kit.policy/1"
-CONFIG, WEIGHTS, STATS = "config.json", "model.safetensors", "normalization.safetensors"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+POLICY_KEYS = ("cameras", "history_offsets", "dtype")
 
 
 class PretrainedError(ValueError):
@@ -43,22 +47,22 @@ def save_pretrained(policy: F1Policy, directory: str | Path) -> Path:
         config = {
             "format": FORMAT,
             "model": policy.model.config.model_dump(mode="json"),
-            "policy": {"cameras": list(policy.cameras), "history_offsets": list(policy.offsets)},
+            "policy": {
+                "cameras": list(policy.cameras),
+                "history_offsets": list(policy.offsets),
+                "dtype": str(_dtype(policy.model)).removeprefix("torch."),
+            },
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         # The checkpoints' writer: contiguous CPU copies, tied tensors stored once.
         save_model_weights(policy.model.state_dict(), tmp / WEIGHTS)
-        stats: dict[str, torch.Tensor] = {}
-        modes: dict[str, str] = {"format": FORMAT}
-        for name, norm in (("state", policy.state_norm), ("action", policy.action_norm)):
-            if norm is not None:
-                stats[f"{name}.center"], stats[f"{name}.scale"] = (
-                    norm.center.cpu(),
-                    norm.scale.cpu(),
-                )
-                modes[f"{name}.mode"] = norm.mode
-        if stats:
-            save_file(stats, str(tmp / STATS), metadata=modes)
+        # Always both processors: an empty one says "no normalisation" explicitly, so a missing
+        # file is an error at load and never a silent switch to normalised units.
+        for name, processor in (
+            (PREPROCESSOR, policy.preprocessor),
+            (POSTPROCESSOR, policy.postprocessor),
+        ):
+            (processor or Processor([], name)).save_pretrained(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -83,11 +87,18 @@ def read_config(directory: str | Path) -> tuple[F1Config, dict]:
     data = json.loads(path.read_text())
     if data.get("format") != FORMAT:
         raise PretrainedError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    unknown = sorted(set(data) - {"format", "model", "policy"})
+    if unknown:
+        raise PretrainedError(f"{path}: unknown keys {unknown} (expected format, model, policy)")
     try:
         config = F1Config.model_validate(data["model"])
     except ValidationError as err:
         raise PretrainedError(f"{path}: invalid model config:\n{err}") from err
-    return config, data.get("policy", {})
+    settings = data.get("policy", {})
+    unknown = sorted(set(settings) - set(POLICY_KEYS))
+    if unknown:
+        raise PretrainedError(f"{path}: policy: unknown keys {unknown} (expected {POLICY_KEYS})")
+    return config, settings
 
 
 def load_pretrained(
@@ -99,36 +110,62 @@ def load_pretrained(
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise PretrainedError(f"{weights}: not found")
-    model = F1(config)
+    dtype_name = settings.get("dtype", "float32")
+    dtype = getattr(torch, str(dtype_name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise PretrainedError(
+            f"{directory / CONFIG}: policy.dtype expected a float dtype name such as 'float32', "
+            f"got {dtype_name!r}"
+        )
+    model = F1(config).to(dtype)
     load_weights(model, load_model_weights(weights), str(weights))
     model.to(device)
-    stats = _read_stats(directory / STATS)
+    processors = {}
+    for name in (PREPROCESSOR, POSTPROCESSOR):
+        try:
+            processors[name] = Processor.from_pretrained(directory, name)
+        except ProcessorError as err:
+            raise PretrainedError(f"{err} (the policy's {name} is required)") from err
     args = {
         "cameras": tuple(settings.get("cameras", ("corner",))),
         "history_offsets": tuple(settings.get("history_offsets", (-9, -6, -3, 0))),
-        "state_norm": stats.get("state"),
-        "action_norm": stats.get("action"),
+        "preprocessor": processors[PREPROCESSOR],
+        "postprocessor": processors[POSTPROCESSOR],
         **policy_args,
     }
     return F1Policy(model, **args)  # type: ignore[arg-type]
 
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load: every tensor present with its shape, nothing extra, or a listing error."""
+    """Strict load: every tensor present with its shape, nothing extra, or a listing error.
+    A tensor whose dtype differs from the model's, or holding NaN or inf, is an error too."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    mismatched = sorted(
+    common = sorted(set(expected) & set(tensors))
+    mismatched = [
         f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(tensors)
+        for k in common
         if tensors[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
+    ]
+    dtypes = [
+        f"{k}: file {tensors[k].dtype} vs model {expected[k].dtype}"
+        for k in common
+        if tensors[k].dtype != expected[k].dtype
+    ]
+    non_finite = [
+        k
+        for k in common
+        if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all())
+    ]
+    if missing or unexpected or mismatched or dtypes or non_finite:
         lines = [f"{source}: does not match the model config"]
         for title, items in (
             ("missing", missing),
             ("unexpected", unexpected),
             ("shape mismatch", mismatched),
+            ("dtype mismatch", dtypes),
+            ("non-finite (NaN or inf)", non_finite),
         ):
             if items:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
@@ -136,17 +173,10 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
     model.load_state_dict(tensors, strict=True)
 
 
-def _read_stats(path: Path) -> dict[str, Normalizer]:
-    if not path.is_file():
-        return {}
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    tensors = load_file(str(path))
-    out = {}
-    for name in ("state", "action"):
-        if f"{name}.center" in tensors:
-            mode = meta.get(f"{name}.mode")
-            if mode is None:
-                raise PretrainedError(f"{path}: no mode for {name!r} in the metadata")
-            out[name] = Normalizer(tensors[f"{name}.center"], tensors[f"{name}.scale"], mode)
-    return out
+
+def _dtype(model: torch.nn.Module) -> torch.dtype:
+    """The model's floating dtype (its first floating parameter's)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32

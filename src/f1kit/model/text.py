@@ -73,6 +73,10 @@ def _check_texts(texts: object) -> list[str]:
     for i, text in enumerate(out):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
+            raise ValueError(f"texts[{i}]: not valid UTF-8 ({err.reason} at {err.start})") from err
     return out
 
 

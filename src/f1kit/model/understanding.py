@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Shaped
 from torch import Tensor, nn
 
 from f1kit.model.config import Component
-from f1kit.model.text import TextEmbedding, build_text_tokenizer
+from f1kit.model.text import TextEmbedding, TokenizedText, build_text_tokenizer
 from f1kit.model.vision import build_vision_encoder
 
 
@@ -56,18 +56,35 @@ class Understanding(nn.Module):
         """Prefix length for ``cameras`` cameras: image tokens, then the instruction's."""
         return cameras * self.image_tokens + self.text_tokens
 
+    def encode_text(
+        self, texts: Sequence[str], device: torch.device | str | None = None
+    ) -> TokenizedText:
+        """The instructions' token ids and validity [b, text_tokens]: what `forward` embeds.
+
+        A caller that keeps this (e.g. `F1Policy` while the instruction is unchanged) passes it
+        to `forward` in place of the strings and the tokenizer does not run again.
+        """
+        return self.tokenizer(list(texts), device)
+
     def forward(
         self,
         images: Shaped[Tensor, "b v 3 H W"],
-        texts: Sequence[str],
+        texts: Sequence[str] | TokenizedText,
     ) -> tuple[Float[Tensor, "b n d"], Bool[Tensor, "b n"]]:
-        if len(texts) != images.shape[0]:
+        """texts: the b instructions, or their `encode_text` encoding."""
+        rows = texts.ids.shape[0] if isinstance(texts, TokenizedText) else len(texts)
+        if rows != images.shape[0]:
             raise ValueError(
                 f"texts: expected one instruction per image batch row ({images.shape[0]}), "
-                f"got {len(texts)}"
+                f"got {rows}"
             )
         vision = self.vision(images)
-        text = self.tokenizer(list(texts))
+        text = texts if isinstance(texts, TokenizedText) else self.encode_text(texts)
+        if text.ids.shape[1] != self.text_tokens:
+            raise ValueError(
+                f"texts: expected {self.text_tokens} tokens per instruction, got "
+                f"{text.ids.shape[1]}"
+            )
         device = vision.device
         words = self.text_embedding(text.ids.to(device)).to(vision.dtype)
         tokens = torch.cat([vision, words], dim=1)

@@ -9,7 +9,7 @@ Run directory (``recipe.output``, or ``--output``)::
     stages/<i>-<name>/           per stage: metrics.jsonl, checkpoints/, done.json
         tokenizer.safetensors    [tokenizer stages]
         eval.json, videos/       [evaluate stages]
-    policy/                      the final policy: config.json, model.safetensors, normalization
+    policy/                      the final policy: config.json, model.safetensors, processors
     plots/                       losses.png, success.png, foresight.png
     report.md                    recipe, per-stage losses, wall times, success rates, pictures
 
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from f1kit.data import WindowedDataset, read_dataset
+from f1kit.data import Processor, WindowedDataset, make_processors, read_dataset
 from f1kit.model import F1, F1Policy
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
 from f1kit.train import init_distributed, is_main, load_latest, train_stage
-from flow import Normalizer
 from foresight import MultiScaleVQVAE, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def run_recipe(
         _load_tokenizer_weights(model)
         model.to(device)
         window = recipe.data.window_config()
-        state_norm, action_norm = _normalizers(data[0], recipe)
+        preprocessor, postprocessor = _processors(data, recipe)
         codes: list[np.ndarray] | None = None
         results: list[dict] = []
         for index, stage in enumerate(recipe.stages):
@@ -94,15 +93,15 @@ def run_recipe(
                     policy = F1Policy(
                         model,
                         cameras=recipe.data.cameras,
-                        state_norm=state_norm,
-                        action_norm=action_norm,
+                        preprocessor=preprocessor,
+                        postprocessor=postprocessor,
                         history_offsets=recipe.data.history,
                     )
                     policy.save_pretrained(out / "policy")
             else:
                 assert isinstance(stage, EvalStage)
                 result = _eval_stage(
-                    model, stage, recipe, stage_dir, done, state_norm, action_norm, progress
+                    model, stage, recipe, stage_dir, done, preprocessor, postprocessor, progress
                 )
             result.update(name=stage.name, kind=stage.kind, dir=str(stage_dir.relative_to(out)))
             results.append(result)
@@ -148,20 +147,13 @@ def _datasets(recipe: Recipe, out: Path, progress: bool) -> list:
     return [read_dataset(root)]
 
 
-def _normalizers(dataset, recipe: Recipe) -> tuple[Normalizer, Normalizer]:
-    """The first dataset's stats, as the training window applies them (saved with the policy)."""
-    mode = recipe.data.normalization
+def _processors(data: list, recipe: Recipe) -> tuple[Processor, Processor]:
+    """The policy's pre/post-processor: every dataset's statistics under its embodiment id, the
+    same processors the training windows normalise with (saved with the policy)."""
     window = recipe.data.window_config()
-    return (
-        Normalizer.from_stats(_flat_stats(dataset.stats[window.state_key]), mode),
-        Normalizer.from_stats(_flat_stats(dataset.stats[window.action_key]), mode),
+    return make_processors(
+        data, state_key=window.state_key, action_key=window.action_key, mode=window.normalization
     )
-
-
-def _flat_stats(stats: dict) -> dict:
-    return {
-        k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in stats.items() if k != "count"
-    }
 
 
 def _generation_key(recipe: Recipe) -> str:
@@ -333,7 +325,9 @@ def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, 
     return summary
 
 
-def _eval_stage(model, stage, recipe, stage_dir, done, state_norm, action_norm, progress) -> dict:
+def _eval_stage(
+    model, stage, recipe, stage_dir, done, preprocessor, postprocessor, progress
+) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     if not is_main():
@@ -344,8 +338,8 @@ def _eval_stage(model, stage, recipe, stage_dir, done, state_norm, action_norm, 
     policy = F1Policy(
         model,
         cameras=recipe.data.cameras,
-        state_norm=state_norm,
-        action_norm=action_norm,
+        preprocessor=preprocessor,
+        postprocessor=postprocessor,
         history_offsets=recipe.data.history,
         seed=stage.seed,
         decode_foresight=stage.decodes_foresight(recipe.model),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from f1kit.data import POSTPROCESSOR, PREPROCESSOR, NormalizeStep, Processor, UnnormalizeStep
 from f1kit.model import F1, F1Config, F1Policy, PretrainedError, load_pretrained
 from flow import Normalizer
 from tests.f1kit.model.helpers import micro_model
@@ -30,6 +31,16 @@ def _norms() -> tuple[Normalizer, Normalizer]:
         torch.tensor([0.5, 0.0, -0.5, 0.2]), torch.tensor([3.0, 1.0, 2.0, 0.1]), "mean_std"
     )
     return state, action
+
+
+def _processors() -> dict[str, Processor]:
+    state, action = _norms()
+    step = NormalizeStep({"observation.state": "mean_std"}, {"arm": {"observation.state": state}})
+    back = UnnormalizeStep({"action": "mean_std"}, {"arm": {"action": action}})
+    return {
+        "preprocessor": Processor([step], PREPROCESSOR),
+        "postprocessor": Processor([back], POSTPROCESSOR),
+    }
 
 
 def test_select_action_executes_n_of_each_chunk_then_replans():
@@ -63,7 +74,7 @@ def test_policy_normalises_state_and_unnormalises_actions():
     model = micro_model(generation=False)
     state_norm, action_norm = _norms()
     plain = F1Policy(model, seed=3)
-    normed = F1Policy(model, seed=3, state_norm=state_norm, action_norm=action_norm)
+    normed = F1Policy(model, seed=3, **_processors())
     obs = _observation(0)
     raw_state = obs["observation.state"]
     # The normalised policy on raw obs == the plain policy on pre-normalised obs, un-normalised.
@@ -92,13 +103,15 @@ def test_predicted_frame_is_the_decoded_foresight():
 
 
 def test_save_load_round_trip_gives_identical_actions(tmp_path):
-    state_norm, action_norm = _norms()
-    policy = F1Policy(micro_model(), seed=5, state_norm=state_norm, action_norm=action_norm)
+    policy = F1Policy(micro_model(), seed=5, **_processors())
     out = policy.save_pretrained(tmp_path / "policy")
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
         "model.safetensors",
-        "normalization.safetensors",
+        "policy_postprocessor.json",
+        "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+        "policy_preprocessor.json",
+        "policy_preprocessor_step_0_normalizer_processor.safetensors",
     ]
     loaded = F1Policy.from_pretrained(out, seed=5)
     assert loaded.model.config == policy.model.config
