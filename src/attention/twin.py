@@ -88,7 +88,11 @@ class Twin:
         """Layout position of each token of the twinned sequence."""
         n = self.layout.n
         return torch.cat(
-            [torch.arange(self.stop), torch.arange(self.start, self.stop), torch.arange(self.stop, n)]
+            [
+                torch.arange(self.stop),
+                torch.arange(self.start, self.stop),
+                torch.arange(self.stop, n),
+            ]
         )
 
     @cached_property

@@ -91,8 +91,9 @@ def scale_inputs(
     ground truth's for the cross-entropy, the model's own draws for the actions)."""
     vq = tokenizer(model)
     if len(scales) < 2:
-        return torch.zeros(scales[0].shape[0], 0, vq.config.latent_dim, dtype=dtype,
-                           device=scales[0].device)
+        return torch.zeros(
+            scales[0].shape[0], 0, vq.config.latent_dim, dtype=dtype, device=scales[0].device
+        )
     return vq.teacher_forcing_inputs(scales[:-1]).to(dtype)
 
 

@@ -26,7 +26,6 @@ from foresight import VQVAEConfig
 from mot import ExpertSpec, MoTConfig
 
 
-
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attention import ACTION, GENERATION, UNDERSTANDING, Twin
+from attention import GENERATION, UNDERSTANDING, Twin
 from f1kit.model.codes import batch_codes, scale_inputs, split_codes
 from f1kit.model.inference import Prefix, encode_prefix, foresee
 from f1kit.model.objective import Objective
@@ -85,7 +85,9 @@ def loss(
             parts[GENERATION], twin = _acting_tokens(model, prefix, bound, drawn, targets)
         else:
             assert targets is not None
-            parts[GENERATION] = torch.cat([prefix.history, _scale_tokens(model, prefix, targets)], 1)
+            parts[GENERATION] = torch.cat(
+                [prefix.history, _scale_tokens(model, prefix, targets)], 1
+            )
     metrics: dict[str, float] = {}
     total = prefix.tokens.new_zeros(())
     if acting:

@@ -46,7 +46,7 @@ def test_action_rows_read_exactly_the_cache_predict_builds():
     (train_kv, mask, _), *_ = recorder.calls  # the flow loss runs the network once
     n_act = 1 + model.config.action.chunk  # state + chunk rows, the last of the sequence
     for i in range(batch["state"].shape[0]):
-        seen = torch.nonzero(mask[i, -1, : -n_act]).squeeze(1)  # what the action rows read
+        seen = torch.nonzero(mask[i, -1, :-n_act]).squeeze(1)  # what the action rows read
         cached = torch.nonzero(bound.valid[i, : cache.length]).squeeze(1)  # what act reads
         assert len(seen) == len(cached)
         for got, want in ((train_kv.k, cache.k), (train_kv.v, cache.v)):
