@@ -24,11 +24,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+# benchmarks/flow.py is named like the `flow` package that f1kit.data imports: move this folder to
+# the end of the import path so the package wins while `import harness` still finds the harness.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE] + [_HERE]
 
-from f1kit.data import (
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from f1kit.data import (  # noqa: E402
     WeightedGroupSampler,
     WindowConfig,
     WindowedDataset,
