@@ -28,19 +28,18 @@ from collections.abc import Iterable
 
 import torch
 from einops import rearrange
-from jaxtyping import Float, Int, Shaped, UInt8
+from jaxtyping import Int, UInt8
 from torch import Tensor, nn
 
 from attention import ACTION, GENERATION, UNDERSTANDING, Layout, uga_layout
 from f1kit.model import codes, inference, training
 from f1kit.model.config import F1Config
 from f1kit.model.inference import Prediction, Prefix
-from f1kit.model.objective import Objective
 from f1kit.model.trunk import BoundTrunk
 from f1kit.model.understanding import Understanding
 from flow import FlowMatchingHead
 from foresight import MultiScaleVQVAE, NextScaleConfig, NextScaleGenerator, TemporalAggregator
-from mot import KVCache, MoTStack
+from mot import MoTStack
 
 __all__ = ["F1", "LEGACY_KEYS", "Prediction", "Prefix"]
 
@@ -167,79 +166,19 @@ class F1(nn.Module):
         rest = prefix.valid.new_ones(prefix.valid.shape[0], layout.n - prefix.valid.shape[1])
         return BoundTrunk(self.trunk, layout, torch.cat([prefix.valid, rest], dim=1))
 
-    # ---- the two contracts: training.py and inference.py -------------------------------------
+    # ---- the two contracts (training.py, inference.py) and the tokenizer side (codes.py) -----
+    # The functions take the model first, so they serve as its methods unchanged.
 
-    def forward(
-        self,
-        batch: dict,
-        generator: torch.Generator | None = None,
-        *,
-        objective: Objective,
-    ) -> tuple[Tensor, dict[str, float]]:
-        """One training step's loss and metrics (`f1kit.model.training.loss`).
-
-        batch: ``images`` uint8 [b, v, 3, H, W], ``task`` (b instructions), ``state`` [b, s],
-        ``action`` [b, c, a] and ``action_is_pad`` [b, c] (data-normalised), and for G models
-        ``history`` [b, t, v, 3, H, W] and ``foresight`` [b, v, 3, H, W] frames, or their
-        precomputed ``history_codes`` [b, t, N] and ``foresight_codes`` [b, N].
-        """
-        return training.loss(self, batch, objective, generator)
-
-    def predict(
-        self,
-        images: Shaped[Tensor, "b v 3 H W"],
-        texts: object,
-        state: Float[Tensor, "b s"],
-        history_codes: Int[Tensor, "b t N"] | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        noise: Float[Tensor, "b c a"] | None = None,
-    ) -> Prediction:
-        """One chunk (`f1kit.model.inference.predict`): prefix, foresight, action flow."""
-        return inference.predict(
-            self, images, texts, state, history_codes, generator=generator, noise=noise
-        )
-
-    def encode_prefix(
-        self,
-        images: Shaped[Tensor, "b v 3 H W"],
-        texts: object,
-        history_codes: Int[Tensor, "b t N"] | None = None,
-    ) -> Prefix:
-        return inference.encode_prefix(self, images, texts, history_codes)
-
-    def start(self, prefix: Prefix) -> tuple[BoundTrunk, KVCache]:
-        return inference.start(self, prefix)
-
-    def foresee(
-        self, prefix: Prefix, *, generator: torch.Generator | int | None = None
-    ) -> tuple[list[Int[Tensor, "b _"]], BoundTrunk, KVCache]:
-        return inference.foresee(self, prefix, generator=generator)
-
-    def act(
-        self,
-        bound: BoundTrunk,
-        cache: KVCache,
-        state: Float[Tensor, "b s"],
-        *,
-        generator: torch.Generator | None = None,
-        noise: Float[Tensor, "b c a"] | None = None,
-    ) -> Float[Tensor, "b c a"]:
-        return inference.act(self, bound, cache, state, generator=generator, noise=noise)
-
-    # ---- tokenizer codes (codes.py) -----------------------------------------------------------
-
-    def tokenizer_images(self, frames: Shaped[Tensor, "b 3 H W"]) -> Float[Tensor, "b 3 S S"]:
-        return codes.tokenizer_images(self, frames)
-
-    def frame_codes(self, frames: Shaped[Tensor, "b v 3 H W"]) -> Int[Tensor, "b N"]:
-        return codes.frame_codes(self, frames)
-
-    def batch_codes(self, batch: dict, key: str) -> Int[Tensor, "..."]:
-        return codes.batch_codes(self, batch, key)
-
-    def split_codes(self, flat: Int[Tensor, "*b N"]) -> list[Int[Tensor, "*b _"]]:
-        return codes.split_codes(self, flat)
+    forward = training.loss  # (batch, generator=None, *, objective) -> (loss, metrics)
+    predict = inference.predict  # (images, texts, state, history_codes, ...) -> Prediction
+    encode_prefix = inference.encode_prefix
+    start = inference.start
+    foresee = inference.foresee
+    act = inference.act
+    tokenizer_images = codes.tokenizer_images
+    frame_codes = codes.frame_codes
+    batch_codes = codes.batch_codes
+    split_codes = codes.split_codes
 
     @torch.no_grad()
     def decode_foresight(self, tokens: list[Int[Tensor, "b _"]]) -> UInt8[Tensor, "b H W 3"]:

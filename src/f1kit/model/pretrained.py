@@ -138,7 +138,11 @@ def load_pretrained(
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Strict load: every tensor present with its shape, nothing extra, or a listing error.
+    An older checkpoint layout is upgraded first (``F1.upgrade_state_dict``: `LEGACY_KEYS`).
     A tensor whose dtype differs from the model's, or holding NaN or inf, is an error too."""
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        tensors = upgrade(tensors)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -56,10 +56,18 @@ def training_scales(model: "F1", objective: Objective) -> int:
 
 
 def loss(
-    model: "F1", batch: dict, objective: Objective, generator: torch.Generator | None = None
+    model: "F1",
+    batch: dict,
+    generator: torch.Generator | None = None,
+    *,
+    objective: Objective,
 ) -> tuple[Tensor, dict[str, float]]:
     """One training step's loss on a `WindowedDataset` batch -> (total loss, metrics).
 
+    batch: ``images`` uint8 [b, v, 3, H, W], ``task`` (b instructions), ``state`` [b, s],
+    ``action`` [b, c, a] and ``action_is_pad`` [b, c] (data-normalised), and for G models
+    ``history`` [b, t, v, 3, H, W] and ``foresight`` [b, v, 3, H, W] frames, or their
+    precomputed ``history_codes`` [b, t, N] and ``foresight_codes`` [b, N].
     generator: the foresight draws (first) and the flow time and noise draws (after), in the
     order inference makes them.
     """
