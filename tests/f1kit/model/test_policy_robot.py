@@ -216,3 +216,15 @@ def test_weights_of_another_dtype_or_non_finite_are_refused(tmp_path) -> None:
     save_file(tensors, str(path))
     with pytest.raises(PretrainedError, match=r"non-finite.*action_head\.action_out\.bias"):
         load_pretrained(out)
+
+
+def test_the_cached_instruction_acts_like_the_strings() -> None:
+    model = micro_model(generation=False)
+    policy = F1Policy(model, seed=4)
+    obs = _observation(3)
+    chunk = policy.predict_action_chunk(obs)
+    images = torch.from_numpy(obs["observation.images.corner"]).permute(2, 0, 1)[None, None]
+    state = torch.from_numpy(obs["observation.state"])[None]
+    generator = torch.Generator().manual_seed(4)
+    direct = model.predict(images, ["reach the goal"], state, None, generator=generator).actions
+    torch.testing.assert_close(chunk, direct, rtol=0, atol=0)
