@@ -29,12 +29,12 @@ MODES = ["mean_std", "min_max", "quantile", "identity"]
 
 
 def two_datasets(tmp_path: Path, tiny_spread: float = 0.0) -> list:
-    """Two datasets with different statistics; state dim 2 (the episode id) is constant within
+    """Two datasets with different statistics; state dim 2 is 0 (constant) within
     dataset ``a`` up to ``tiny_spread``."""
     first, second = coded_episodes([6, 9]), coded_episodes([7, 5])
     for ep in first:
         n = len(ep.arrays["observation.state"])
-        ep.arrays["observation.state"][:, 2] = 3.0 + tiny_spread * np.arange(n) / n
+        ep.arrays["observation.state"][:, 2] = tiny_spread * np.arange(n) / n
     for ep in second:
         ep.arrays["observation.state"] = ep.arrays["observation.state"] * 100 + 5
         ep.arrays["action"] = ep.arrays["action"] * -7 + 1
