@@ -22,14 +22,28 @@ from pathlib import Path
 
 import torch
 from pydantic import ValidationError
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from f1kit.data.processor import POSTPROCESSOR, PREPROCESSOR, Processor, ProcessorError
+from f1kit.data.processor import (
+    ACTION,
+    POSTPROCESSOR,
+    PREPROCESSOR,
+    STATE,
+    NormalizeStep,
+    Processor,
+    ProcessorError,
+    UnnormalizeStep,
+)
 from f1kit.model.config import F1Config
 from f1kit.model.f1 import F1
 from f1kit.model.policy import F1Policy
 from f1kit.train import load_model_weights, save_model_weights
+from flow import Normalizer
 
-FORMAT = "f1kit.policy/1"
+FORMAT = "f1kit.policy/2"
+# Format 1 kept the state/action statistics in normalization.safetensors (one embodiment).
+LEGACY_FORMAT, LEGACY_STATS = "f1kit.policy/1", "normalization.safetensors"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 POLICY_KEYS = ("cameras", "history_offsets", "dtype")
 
@@ -80,13 +94,15 @@ def save_pretrained(policy: F1Policy, directory: str | Path) -> Path:
 
 
 def read_config(directory: str | Path) -> tuple[F1Config, dict]:
-    """The model config and the policy settings of a saved policy."""
+    """The model config and the policy settings of a saved policy (format 1 or 2)."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise PretrainedError(f"{path}: not found (is {directory} a saved f1kit policy?)")
     data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise PretrainedError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("format") not in (FORMAT, LEGACY_FORMAT):
+        raise PretrainedError(
+            f"{path}: format {data.get('format')!r}, expected {FORMAT!r} (or {LEGACY_FORMAT!r})"
+        )
     unknown = sorted(set(data) - {"format", "model", "policy"})
     if unknown:
         raise PretrainedError(f"{path}: unknown keys {unknown} (expected format, model, policy)")
@@ -120,12 +136,15 @@ def load_pretrained(
     model = F1(config).to(dtype)
     load_weights(model, load_model_weights(weights), str(weights))
     model.to(device)
-    processors = {}
-    for name in (PREPROCESSOR, POSTPROCESSOR):
-        try:
-            processors[name] = Processor.from_pretrained(directory, name)
-        except ProcessorError as err:
-            raise PretrainedError(f"{err} (the policy's {name} is required)") from err
+    if json.loads((directory / CONFIG).read_text())["format"] == LEGACY_FORMAT:
+        processors = _legacy_processors(directory / LEGACY_STATS)
+    else:
+        processors = {}
+        for name in (PREPROCESSOR, POSTPROCESSOR):
+            try:
+                processors[name] = Processor.from_pretrained(directory, name)
+            except ProcessorError as err:
+                raise PretrainedError(f"{err} (the policy's {name} is required)") from err
     args = {
         "cameras": tuple(settings.get("cameras", ("corner",))),
         "history_offsets": tuple(settings.get("history_offsets", (-9, -6, -3, 0))),
@@ -177,10 +196,39 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
     model.load_state_dict(tensors, strict=True)
 
 
-
 def _dtype(model: torch.nn.Module) -> torch.dtype:
     """The model's floating dtype (its first floating parameter's)."""
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+def _legacy_processors(path: Path) -> dict[str, Processor]:
+    """Format 1's normalization.safetensors (``state.center`` ... with ``state.mode`` ... in the
+    metadata) as the two processors of one embodiment, ``default``."""
+    if not path.is_file():
+        raise PretrainedError(
+            f"{path}: not found; a format-1 policy keeps its statistics there (without them it "
+            "would act in normalised units)"
+        )
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    norms: dict[str, Normalizer] = {}
+    for name, key in (("state", STATE), ("action", ACTION)):
+        if f"{name}.center" not in tensors:
+            raise PretrainedError(f"{path}: no {name!r} statistics")
+        mode = meta.get(f"{name}.mode")
+        if mode is None:
+            raise PretrainedError(f"{path}: no mode for {name!r} in the metadata")
+        try:
+            norms[key] = Normalizer(tensors[f"{name}.center"], tensors[f"{name}.scale"], mode)
+        except ValueError as err:
+            raise PretrainedError(f"{path}: {name}: {err}") from err
+    pre = NormalizeStep({STATE: norms[STATE].mode}, {"default": {STATE: norms[STATE]}})
+    post = UnnormalizeStep({ACTION: norms[ACTION].mode}, {"default": {ACTION: norms[ACTION]}})
+    return {
+        PREPROCESSOR: Processor([pre], PREPROCESSOR),
+        POSTPROCESSOR: Processor([post], POSTPROCESSOR),
+    }

@@ -193,3 +193,34 @@ def test_paper_recipe_model_section_is_the_paper_size_model() -> None:
     useful = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("tokenizer."))
     assert 3.4e9 < useful < 3.7e9, useful
     assert model.understanding.image_tokens == 256
+
+
+def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
+    state_norm, action_norm = _norms()
+    policy = F1Policy(micro_model(generation=False), seed=5, **_processors())
+    out = policy.save_pretrained(tmp_path / "policy")
+    # Rewrite it as format 1 wrote it: normalization.safetensors instead of the processors.
+    config = json.loads((out / "config.json").read_text())
+    config["format"] = "f1kit.policy/1"
+    del config["policy"]["dtype"]
+    (out / "config.json").write_text(json.dumps(config))
+    for f in out.glob("policy_*processor*"):
+        f.unlink()
+    stats = {
+        "state.center": state_norm.center,
+        "state.scale": state_norm.scale,
+        "action.center": action_norm.center,
+        "action.scale": action_norm.scale,
+    }
+    modes = {"state.mode": "mean_std", "action.mode": "mean_std"}
+    save_file(stats, str(out / "normalization.safetensors"), metadata=modes)
+    obs = _observation(2)
+    torch.testing.assert_close(
+        F1Policy.from_pretrained(out, seed=5).predict_action_chunk(obs),
+        policy.predict_action_chunk(obs),
+        rtol=0,
+        atol=0,
+    )
+    (out / "normalization.safetensors").unlink()
+    with pytest.raises(PretrainedError, match=r"normalization\.safetensors: not found"):
+        load_pretrained(out)
