@@ -3,9 +3,11 @@
 Episode ``e`` of a task runs on ``layout_seed(seed, task, e)``; use an evaluation ``seed`` different
 from the demos' (defaults: demos 0, evaluation 10000) and the layouts are unseen in training.
 A policy is any object with ``reset()`` and ``select_action(observation) -> action`` (4 floats,
-numpy or torch), fed the observations of ``MetaWorldEnv``; or a callable ``task -> policy``
-(e.g. the per-task scripted experts). A policy that also has ``predicted_frame()`` returning a
-uint8 ``(H, W, 3)`` image (or None) gets it recorded side by side with the camera.
+numpy or torch), called once per env step with the observations of ``MetaWorldEnv`` (`F1Policy`
+counts its frame history in these calls; ``reset()`` starts each episode); or a callable
+``task -> policy`` (e.g. the per-task scripted experts). A policy that also has
+``predicted_frame()`` returning a uint8 ``(H, W, 3)`` image (or None) gets it recorded side by
+side with the camera.
 """
 
 import logging
