@@ -107,6 +107,8 @@ def test_the_embodiment_is_chosen_by_id_or_defaults_to_the_only_one(datasets) ->
     assert post({"action": padded, "embodiment": "arm"})["action"].shape == (2, 4, 3)
     with pytest.raises(ProcessorError, match="embodiments"):
         make_processors(datasets, embodiments=["x", "x"])
+    with pytest.raises(ProcessorError, match=r"observation\.state: expected 3 features .*got 2"):
+        pre({"observation.state": torch.zeros(2), "embodiment": "arm"})
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -145,8 +145,12 @@ class NormalizeStep(ProcessorStep):
             if key not in out or norm is None:
                 continue
             x = out[key]
+            if x.shape[-1] < norm.dim or (x.shape[-1] > norm.dim and not self.inverse):
+                raise ProcessorError(
+                    f"{key}: expected {norm.dim} features (embodiment {emb!r}), got {x.shape[-1]}"
+                )
             if self.inverse:
-                out[key] = norm.inverse(unpad(x, norm.dim) if x.shape[-1] > norm.dim else x)
+                out[key] = norm.inverse(unpad(x, norm.dim))
             else:
                 out[key] = norm(x)
         return out
