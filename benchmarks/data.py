@@ -41,7 +41,7 @@ from f1kit.data import (  # noqa: E402
     read_dataset,
     write_dataset,
 )
-from harness import emit, measure, parse_args
+from harness import emit, measure, parse_args  # noqa: E402
 
 
 def extra(p) -> None:
