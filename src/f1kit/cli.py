@@ -119,7 +119,41 @@ def eval_expert(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    report = evaluate(ScriptedExpert, config)
+    _print_report(evaluate(ScriptedExpert, config))
+
+
+@app.command("eval")
+def eval_policy(
+    policy_dir: Path = typer.Argument(..., help="a saved policy (e.g. runs/f1/policy)"),
+    tasks: str = typer.Option("reach-v3", help="MT10, MT50 or comma-separated task names"),
+    episodes: int = typer.Option(10, help="held-out layouts per task"),
+    max_steps: int = typer.Option(200, help="step cap per episode"),
+    seed: int = typer.Option(10_000, help="first held-out layout seed (not the demos' seed)"),
+    image_size: int = typer.Option(64, help="camera frames' size (the training data's)"),
+    embodiment: str | None = typer.Option(None, help="the processor's embodiment id, if several"),
+    policy_seed: int = typer.Option(0, help="seed of the policy's foresight and flow draws"),
+) -> None:
+    """Evaluate a saved policy on held-out Meta-World layouts (success with 95 % intervals)."""
+    from f1kit.model import F1Policy
+    from f1kit.sim import EvalConfig, evaluate
+
+    policy = F1Policy.from_pretrained(policy_dir, seed=policy_seed, embodiment=embodiment)
+    try:
+        config = EvalConfig(
+            tasks=tasks,
+            episodes=episodes,
+            max_steps=max_steps,
+            seed=seed,
+            cameras=policy.cameras,
+            size=image_size,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    _print_report(evaluate(policy, config))
+
+
+def _print_report(report) -> None:  # an f1kit.sim.EvalReport (imported lazily)
+    """One line per task, then the whole report as JSON."""
     for task, r in report.tasks.items():
         typer.echo(
             f"  {task:<28} {r.successes:>3}/{r.episodes:<3} "

@@ -13,6 +13,9 @@ observed records it once as a new step. At step t the Generation expert reads th
 t + offset for each offset (default -9, -6, -3, 0), clamped to the episode start as the training
 window (`f1kit.data.WindowedDataset`) clamps them. Only those frames are ever tokenized: the policy
 keeps the raw frames of the last max|offset| steps and the codes of the steps already encoded.
+Under ``select_action`` the plan steps are known (one every ``execute`` steps), so a frame a coming
+plan reads is encoded as it arrives and a plan step encodes only its own frame; a loop of its own
+has its frames encoded when a plan first reads them.
 
 Observations are raw env dicts: ``observation.images.<camera>`` uint8 (H, W, 3) or batched
 (b, H, W, 3) (float images in [0, 1] are accepted and quantised to uint8), ``observation.state``,
@@ -58,7 +61,10 @@ class F1Policy:
         history_offsets: Sequence[int] = (-9, -6, -3, 0),
         seed: int = 0,
         decode_foresight: bool = False,
+        embodiment: str | None = None,
     ) -> None:
+        """embodiment: the id whose statistics an observation without an ``embodiment`` key
+        uses (None: the processor's only one; with several, each observation must say)."""
         if not cameras:
             raise ValueError("cameras: expected at least one camera name")
         gen = model.config.generation
@@ -77,6 +83,7 @@ class F1Policy:
         self.offsets = tuple(history_offsets)
         self.seed = seed
         self.decode = decode_foresight
+        self.embodiment = embodiment
         self.execute = model.config.action.execute
         self._reach = -min(self.offsets, default=0)  # steps back the history reads
         self._queue: deque[np.ndarray] = deque()
@@ -84,6 +91,7 @@ class F1Policy:
         self._frames: dict[int, Tensor] = {}  # env step -> frames [b, v, 3, H, W], recent only
         self._codes: dict[int, Tensor] = {}  # env step -> tokenizer codes [b, N], when encoded
         self._step = -1  # the current env step (-1: nothing observed since reset)
+        self._next_plan: int | None = None  # select_action's next plan step, when it drives
         self._batch: int | None = None
         self._observed: dict | None = None
         self._text: tuple[tuple[str, ...], TokenizedText] | None = None
@@ -100,6 +108,7 @@ class F1Policy:
         self._queue.clear()
         self._frames, self._codes, self._now = {}, {}, None
         self._step, self._batch, self._observed = -1, None, None
+        self._next_plan = None
         self._foresight = None
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
@@ -127,6 +136,24 @@ class F1Policy:
             for store in (self._frames, self._codes):
                 for step in [s for s in store if s < oldest]:
                     del store[step]
+            if self._read_by_a_coming_plan(self._step):
+                self._encode([self._step])
+
+    def _read_by_a_coming_plan(self, step: int) -> bool:
+        """Whether a plan of select_action's schedule (steps next_plan + j * execute) reads the
+        frame of ``step``: the plan at step - offset does, for each history offset."""
+        if self._next_plan is None:
+            return False
+        plans = (step - o for o in self.offsets)
+        return any(
+            p >= self._next_plan and (p - self._next_plan) % self.execute == 0 for p in plans
+        )
+
+    def _encode(self, steps: list[int]) -> None:
+        """Tokenizer codes of the frames of ``steps``, in one tokenizer call."""
+        frames = torch.cat([self._frames[s] for s in steps])
+        codes = self.model.frame_codes(frames).split(frames.shape[0] // len(steps))
+        self._codes.update(zip(steps, codes, strict=True))
 
     def _images(self, observation: dict) -> UInt8[Tensor, "b v 3 H W"]:
         frames = []
@@ -171,7 +198,8 @@ class F1Policy:
         return self.preprocessor({STATE: state, **self._embodiment(observation)})[STATE]
 
     def _embodiment(self, observation: dict) -> dict:
-        return {EMBODIMENT: observation[EMBODIMENT]} if EMBODIMENT in observation else {}
+        emb = observation.get(EMBODIMENT, self.embodiment)
+        return {} if emb is None else {EMBODIMENT: emb}
 
     def _texts(self, observation: dict, batch: int) -> list[str]:
         task = observation.get("task")
@@ -209,9 +237,7 @@ class F1Policy:
         steps = [max(0, self._step + o) for o in self.offsets]
         todo = sorted(set(steps) - set(self._codes))
         if todo:
-            frames = torch.cat([self._frames[s] for s in todo])
-            codes = self.model.frame_codes(frames).split(frames.shape[0] // len(todo))
-            self._codes.update(zip(todo, codes, strict=True))
+            self._encode(todo)
         return torch.stack([self._codes[s] for s in steps], dim=1)
 
     # ---- acting -----------------------------------------------------------------------------
@@ -240,9 +266,13 @@ class F1Policy:
 
         Every call is one env step (`observe`). Unbatched observations give [a], batched [b, a].
         """
+        if self._step < 0:  # select_action drives this episode: it plans at its first step
+            self._next_plan = 0
         self.observe(observation)
         if self._queue:
             return self._queue.popleft()
+        if self._next_plan is not None:
+            self._next_plan = self._step + self.execute
         chunk = self.predict_action_chunk(observation).cpu().numpy()
         single = np.asarray(observation[f"observation.images.{self.cameras[0]}"]).ndim == 3
         steps = chunk[0] if single else rearrange(chunk, "b c a -> c b a")

@@ -28,10 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from f1kit.data import Processor, WindowedDataset, make_processors, read_dataset
+from f1kit.data import (
+    NormalizeStep,
+    Processor,
+    WindowedDataset,
+    make_processors,
+    read_dataset,
+)
 from f1kit.model import F1, F1Policy
 from f1kit.recipe.loading import resolved_yaml
-from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
+from f1kit.recipe.schema import EvalStage, Recipe, RecipeError, TokenizerStage, TrainStage
 from f1kit.train import init_distributed, is_main, load_latest, train_stage
 from foresight import MultiScaleVQVAE, train_tokenizer
 
@@ -71,6 +77,7 @@ def run_recipe(
         model.to(device)
         window = recipe.data.window_config()
         preprocessor, postprocessor = _processors(data, recipe)
+        _check_eval_embodiments(recipe, preprocessor)
         codes: list[np.ndarray] | None = None
         results: list[dict] = []
         for index, stage in enumerate(recipe.stages):
@@ -154,6 +161,29 @@ def _processors(data: list, recipe: Recipe) -> tuple[Processor, Processor]:
     return make_processors(
         data, state_key=window.state_key, action_key=window.action_key, mode=window.normalization
     )
+
+
+def _check_eval_embodiments(recipe: Recipe, preprocessor: Processor) -> None:
+    """Each evaluate stage names an embodiment of the data's (or there is only one), checked
+    before any stage runs: the simulator's observations carry no embodiment of their own."""
+    ids = preprocessor.step(NormalizeStep).embodiments
+    problems = []
+    for index, stage in enumerate(recipe.stages):
+        if not isinstance(stage, EvalStage):
+            continue
+        at = f"stages.{index}.embodiment"
+        if stage.embodiment is None and len(ids) > 1:
+            problems.append(
+                (
+                    at,
+                    f"the data has {len(ids)} embodiments {ids}; name the one the "
+                    "simulator's observations are normalised with",
+                )
+            )
+        elif stage.embodiment is not None and stage.embodiment not in ids:
+            problems.append((at, f"{stage.embodiment!r} is not among the data's embodiments {ids}"))
+    if problems:
+        raise RecipeError(recipe.name, problems)
 
 
 def _generation_key(recipe: Recipe) -> str:
@@ -343,6 +373,7 @@ def _eval_stage(
         history_offsets=recipe.data.history,
         seed=stage.seed,
         decode_foresight=stage.decodes_foresight(recipe.model),
+        embodiment=stage.embodiment,
     )
     config = stage.eval_config(recipe.data, stage_dir / "videos")
     report = evaluate(policy, config, progress=progress)

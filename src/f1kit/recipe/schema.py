@@ -367,6 +367,9 @@ class EvalStage(Section):
     seed: NonNegative = 10_000
     record: NonNegative = 1
     decode_foresight: bool | None = None
+    # Which embodiment's statistics the simulator's observations use (the policy's processor
+    # holds one per dataset); null = the only one, an error when the data has several.
+    embodiment: str | None = None
 
     _check_tasks = field_validator("tasks")(_check_tasks)
 

@@ -111,6 +111,31 @@ def test_only_the_frames_the_history_reads_are_encoded_each_once() -> None:
     assert sorted(encoded) == [0, 3, 6, 9]
 
 
+@pytest.mark.parametrize("execute", [1, 2, 3])
+def test_select_action_encodes_each_frame_a_plan_reads_as_it_arrives(execute) -> None:
+    """Under select_action the plan steps are known: every frame a plan will read is encoded at
+    its own step (so a plan step encodes one frame, not the four it reads), and no other."""
+    model = _model(execute)
+    policy = F1Policy(model, seed=0, history_offsets=OFFSETS)
+    encoded, histories = _tagging(model)
+    when: list[int] = []
+    tagged = model.frame_codes
+
+    def frame_codes(frames: torch.Tensor) -> torch.Tensor:
+        when.extend([policy._step] * frames.shape[0])
+        return tagged(frames)
+
+    model.frame_codes = frame_codes
+    for step in range(STEPS):
+        policy.select_action(_observation(step, step=step))
+    read = {int(t) for h in histories for t in h[0]}
+    plans = range(0, STEPS + 9, execute)  # this loop's plans and the ones right after it
+    will_read = {max(0, p + o) for p in plans for o in OFFSETS} & set(range(STEPS))
+    assert read <= set(encoded)
+    assert sorted(encoded) == sorted(will_read)  # each frame a plan reads, once; no other
+    assert encoded == when  # ... at its own env step, as it arrives
+
+
 def test_an_unchanged_instruction_is_tokenised_once() -> None:
     model = micro_model()
     policy = F1Policy(model, seed=0)
@@ -228,3 +253,21 @@ def test_the_cached_instruction_acts_like_the_strings() -> None:
     generator = torch.Generator().manual_seed(4)
     direct = model.predict(images, ["reach the goal"], state, None, generator=generator).actions
     torch.testing.assert_close(chunk, direct, rtol=0, atol=0)
+
+
+def test_a_default_embodiment_stands_in_for_observations_without_one(tmp_path) -> None:
+    from f1kit.data import ProcessorError, make_processors
+    from tests.f1kit.test_processor import two_datasets
+
+    pre, post = make_processors(two_datasets(tmp_path))
+    model = micro_model()
+    obs = _observation(1)
+    obs["observation.state"] = obs["observation.state"][:3]  # the datasets' 3 state dims
+    with pytest.raises(ProcessorError, match=r"embodiment: .* say which"):
+        F1Policy(model, preprocessor=pre, postprocessor=post).predict_action_chunk(obs)
+    default = F1Policy(model, preprocessor=pre, postprocessor=post, embodiment="gripper")
+    named = F1Policy(model, preprocessor=pre, postprocessor=post)
+    chunk = default.predict_action_chunk(obs)
+    assert torch.equal(chunk, named.predict_action_chunk({**obs, "embodiment": "gripper"}))
+    other = F1Policy(model, preprocessor=pre, postprocessor=post, embodiment="arm")
+    assert not torch.equal(chunk, other.predict_action_chunk(obs))  # the id is really used

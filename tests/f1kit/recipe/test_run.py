@@ -153,3 +153,19 @@ def test_the_same_recipe_runs_under_torchrun_with_two_ranks(full_run: Path, tmp_
     assert losses != _losses(full_run, "2-post-train") and losses[-1] < losses[0]
     assert (out / "report.md").exists()
     F1Policy.from_pretrained(out / "policy")
+
+
+def test_f1kit_eval_scores_the_saved_policy(full_run: Path) -> None:
+    """`f1kit eval POLICY_DIR` runs the saved policy on held-out layouts and prints the report."""
+    from typer.testing import CliRunner
+
+    from f1kit.cli import app
+
+    args = ["eval", str(full_run / "policy"), "--tasks", "reach-v3", "--episodes", "2"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "6", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    task = report["tasks"]["reach-v3"]
+    assert task["episodes"] == 2 and 0 <= task["successes"] <= 2
+    bad = CliRunner().invoke(app, ["eval", str(full_run / "policy"), "--tasks", "reach-v9"])
+    assert bad.exit_code != 0 and "reach-v9" in bad.output
