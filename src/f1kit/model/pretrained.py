@@ -106,6 +106,8 @@ def read_config(directory: str | Path) -> tuple[F1Config, dict]:
     unknown = sorted(set(data) - {"format", "model", "policy"})
     if unknown:
         raise PretrainedError(f"{path}: unknown keys {unknown} (expected format, model, policy)")
+    if data["format"] == LEGACY_FORMAT:
+        data["model"] = _upgrade_format_1(data.get("model"))
     try:
         config = F1Config.model_validate(data["model"])
     except ValidationError as err:
@@ -115,6 +117,15 @@ def read_config(directory: str | Path) -> tuple[F1Config, dict]:
     if unknown:
         raise PretrainedError(f"{path}: policy: unknown keys {unknown} (expected {POLICY_KEYS})")
     return config, settings
+
+
+def _upgrade_format_1(model: object) -> object:
+    """A format-1 model config in today's schema: ``generation.foresight`` (teacher / sampled,
+    a training-only knob that docs/contract.md replaced) is dropped; inference never read it."""
+    generation = model.get("generation") if isinstance(model, dict) else None
+    if isinstance(generation, dict) and "foresight" in generation:
+        model = {**model, "generation": {k: v for k, v in generation.items() if k != "foresight"}}
+    return model
 
 
 def load_pretrained(

@@ -224,3 +224,43 @@ def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
     (out / "normalization.safetensors").unlink()
     with pytest.raises(PretrainedError, match=r"normalization\.safetensors: not found"):
         load_pretrained(out)
+
+
+def test_a_format_1_f1_policy_with_the_removed_keys_still_loads(tmp_path):
+    """A policy the previous version saved: `generation.foresight` in its config (the removed
+    teacher/sampled knob) and the generator's untrained `null_context` among its weights."""
+    from f1kit.train import load_model_weights, save_model_weights
+
+    state_norm, action_norm = _norms()
+    policy = F1Policy(micro_model(), seed=5, **_processors())
+    out = policy.save_pretrained(tmp_path / "policy")
+    config = json.loads((out / "config.json").read_text())
+    config["format"] = "f1kit.policy/1"
+    del config["policy"]["dtype"]
+    config["model"]["generation"]["foresight"] = "teacher"
+    (out / "config.json").write_text(json.dumps(config))
+    weights = load_model_weights(out / "model.safetensors")
+    weights["generator.null_context"] = torch.zeros(24)
+    save_model_weights(weights, out / "model.safetensors")
+    for f in out.glob("policy_*processor*"):
+        f.unlink()
+    stats = {
+        "state.center": state_norm.center,
+        "state.scale": state_norm.scale,
+        "action.center": action_norm.center,
+        "action.scale": action_norm.scale,
+    }
+    modes = {"state.mode": "mean_std", "action.mode": "mean_std"}
+    save_file(stats, str(out / "normalization.safetensors"), metadata=modes)
+    obs = _observation(2)
+    torch.testing.assert_close(
+        F1Policy.from_pretrained(out, seed=5).predict_action_chunk(obs),
+        policy.predict_action_chunk(obs),
+        rtol=0,
+        atol=0,
+    )
+    config["format"] = "f1kit.policy/2"  # format 2 never had the knob: still an error there
+    config["policy"]["dtype"] = "float32"
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match="foresight"):
+        load_pretrained(out)
