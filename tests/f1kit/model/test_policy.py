@@ -195,14 +195,16 @@ def test_paper_recipe_model_section_is_the_paper_size_model() -> None:
     assert model.understanding.image_tokens == 256
 
 
-def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
+def _as_format_1(policy: F1Policy, out, foresight: str | None = None) -> dict:
+    """Save ``policy`` as format 1 wrote it: normalization.safetensors instead of the processors,
+    no weights dtype, and (``foresight``) the removed knob in its generation config."""
     state_norm, action_norm = _norms()
-    policy = F1Policy(micro_model(generation=False), seed=5, **_processors())
-    out = policy.save_pretrained(tmp_path / "policy")
-    # Rewrite it as format 1 wrote it: normalization.safetensors instead of the processors.
+    policy.save_pretrained(out)
     config = json.loads((out / "config.json").read_text())
     config["format"] = "f1kit.policy/1"
     del config["policy"]["dtype"]
+    if foresight is not None:
+        config["model"]["generation"]["foresight"] = foresight
     (out / "config.json").write_text(json.dumps(config))
     for f in out.glob("policy_*processor*"):
         f.unlink()
@@ -214,6 +216,10 @@ def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
     }
     modes = {"state.mode": "mean_std", "action.mode": "mean_std"}
     save_file(stats, str(out / "normalization.safetensors"), metadata=modes)
+    return config
+
+
+def _acts_alike(out, policy: F1Policy) -> None:
     obs = _observation(2)
     torch.testing.assert_close(
         F1Policy.from_pretrained(out, seed=5).predict_action_chunk(obs),
@@ -221,6 +227,13 @@ def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
         rtol=0,
         atol=0,
     )
+
+
+def test_a_format_1_policy_directory_loads_its_normalization_file(tmp_path):
+    policy = F1Policy(micro_model(generation=False), seed=5, **_processors())
+    out = tmp_path / "policy"
+    _as_format_1(policy, out)
+    _acts_alike(out, policy)
     (out / "normalization.safetensors").unlink()
     with pytest.raises(PretrainedError, match=r"normalization\.safetensors: not found"):
         load_pretrained(out)
@@ -231,34 +244,13 @@ def test_a_format_1_f1_policy_with_the_removed_keys_still_loads(tmp_path):
     teacher/sampled knob) and the generator's untrained `null_context` among its weights."""
     from f1kit.train import load_model_weights, save_model_weights
 
-    state_norm, action_norm = _norms()
     policy = F1Policy(micro_model(), seed=5, **_processors())
-    out = policy.save_pretrained(tmp_path / "policy")
-    config = json.loads((out / "config.json").read_text())
-    config["format"] = "f1kit.policy/1"
-    del config["policy"]["dtype"]
-    config["model"]["generation"]["foresight"] = "teacher"
-    (out / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "policy"
+    config = _as_format_1(policy, out, foresight="teacher")
     weights = load_model_weights(out / "model.safetensors")
     weights["generator.null_context"] = torch.zeros(24)
     save_model_weights(weights, out / "model.safetensors")
-    for f in out.glob("policy_*processor*"):
-        f.unlink()
-    stats = {
-        "state.center": state_norm.center,
-        "state.scale": state_norm.scale,
-        "action.center": action_norm.center,
-        "action.scale": action_norm.scale,
-    }
-    modes = {"state.mode": "mean_std", "action.mode": "mean_std"}
-    save_file(stats, str(out / "normalization.safetensors"), metadata=modes)
-    obs = _observation(2)
-    torch.testing.assert_close(
-        F1Policy.from_pretrained(out, seed=5).predict_action_chunk(obs),
-        policy.predict_action_chunk(obs),
-        rtol=0,
-        atol=0,
-    )
+    _acts_alike(out, policy)
     config["format"] = "f1kit.policy/2"  # format 2 never had the knob: still an error there
     config["policy"]["dtype"] = "float32"
     (out / "config.json").write_text(json.dumps(config))
