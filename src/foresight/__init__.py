@@ -8,8 +8,9 @@ from foresight.default_network import (
     TransformerConfig,
 )
 from foresight.generation import GenerationOutput
-from foresight.generator import GeneratorLoss, NextScaleConfig, NextScaleGenerator
+from foresight.generator import GeneratorLoss, NextScaleGenerator
 from foresight.network import TokenNetwork
+from foresight.next_scale_config import NextScaleConfig
 from foresight.phi import PhiBank, phi_index, phi_ticks
 from foresight.quantizer import MultiScaleQuantizer, QuantizerOutput
 from foresight.sampling import filter_logits, sample_tokens

@@ -20,7 +20,6 @@ checkpoint (`f1kit.train.train_stage`), and regenerates nothing that exists.
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,16 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from f1kit.data import (
-    NormalizeStep,
-    Processor,
-    WindowedDataset,
-    make_processors,
-    read_dataset,
-)
+from f1kit.data import WindowedDataset
 from f1kit.model import F1, F1Policy
+from f1kit.recipe.data import (
+    check_eval_embodiments,
+    datasets,
+    frame_codes,
+    generation_key,
+    processors,
+)
 from f1kit.recipe.loading import resolved_yaml
-from f1kit.recipe.schema import EvalStage, Recipe, RecipeError, TokenizerStage, TrainStage
+from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
 from f1kit.train import init_distributed, is_main, load_latest, train_stage
 from foresight import MultiScaleVQVAE, train_tokenizer
 
@@ -71,13 +71,13 @@ def run_recipe(
             torch.set_num_threads(recipe.threads)
         device = _device(recipe.device, dist.device)
         torch.manual_seed(recipe.seed)
-        data = _datasets(recipe, out, progress)
+        data = datasets(recipe, out, progress)
         model = F1(recipe.model)
         _load_tokenizer_weights(model)
         model.to(device)
         window = recipe.data.window_config()
-        preprocessor, postprocessor = _processors(data, recipe)
-        _check_eval_embodiments(recipe, preprocessor)
+        preprocessor, postprocessor = processors(data, recipe)
+        check_eval_embodiments(recipe, preprocessor)
         codes: list[np.ndarray] | None = None
         results: list[dict] = []
         for index, stage in enumerate(recipe.stages):
@@ -91,7 +91,7 @@ def run_recipe(
                 codes = None  # the codes follow the tokenizer
             elif isinstance(stage, TrainStage):
                 if model.tokenizer is not None and codes is None:
-                    codes = _frame_codes(model, data, _generation_key(recipe), out, progress)
+                    codes = frame_codes(model, data, generation_key(recipe), out, progress)
                 dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage)
                 result = _train_stage(
                     model, stage, index, dataset, recipe, stage_dir, done, resume, progress
@@ -122,101 +122,6 @@ def run_recipe(
         if handler is not None:
             logging.getLogger().removeHandler(handler)
     return out
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-
-def _datasets(recipe: Recipe, out: Path, progress: bool) -> list:
-    cfg = recipe.data
-    if cfg.source == "lerobot":
-        return [read_dataset(Path(p)) for p in cfg.paths]
-    from f1kit.sim import generate_demos
-
-    root = out / "data" / "demos"
-    marker = root.parent / "demos.json"
-    if not marker.exists():
-        if is_main():
-            demo = cfg.demo_config()
-            result = generate_demos(demo, root, progress=progress, overwrite=True)
-            marker.write_text(
-                json.dumps(
-                    {
-                        "frames": result.frames,
-                        "successes": result.successes,
-                        "failures": result.failures,
-                        "seconds": result.seconds,
-                    },
-                    indent=2,
-                )
-            )
-        _barrier()
-    return [read_dataset(root)]
-
-
-def _processors(data: list, recipe: Recipe) -> tuple[Processor, Processor]:
-    """The policy's pre/post-processor: every dataset's statistics under its embodiment id, the
-    same processors the training windows normalise with (saved with the policy)."""
-    window = recipe.data.window_config()
-    return make_processors(
-        data, state_key=window.state_key, action_key=window.action_key, mode=window.normalization
-    )
-
-
-def _check_eval_embodiments(recipe: Recipe, preprocessor: Processor) -> None:
-    """Each evaluate stage names an embodiment of the data's (or there is only one), checked
-    before any stage runs: the simulator's observations carry no embodiment of their own."""
-    ids = preprocessor.step(NormalizeStep).embodiments
-    problems = []
-    for index, stage in enumerate(recipe.stages):
-        if not isinstance(stage, EvalStage):
-            continue
-        at = f"stages.{index}.embodiment"
-        if stage.embodiment is None and len(ids) > 1:
-            problems.append(
-                (
-                    at,
-                    f"the data has {len(ids)} embodiments {ids}; name the one the "
-                    "simulator's observations are normalised with",
-                )
-            )
-        elif stage.embodiment is not None and stage.embodiment not in ids:
-            problems.append((at, f"{stage.embodiment!r} is not among the data's embodiments {ids}"))
-    if problems:
-        raise RecipeError(recipe.name, problems)
-
-
-def _generation_key(recipe: Recipe) -> str:
-    """The image key of the generation camera: ``model.generation.camera`` indexes the training
-    window's cameras (``data.cameras``), the order the batches hold them in."""
-    gen = recipe.model.generation
-    assert gen is not None  # only Generation models tokenize frames
-    return recipe.data.image_keys[gen.camera]
-
-
-def _frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> list[np.ndarray]:
-    """The frozen tokenizer's codes of every frame of the generation camera, computed once."""
-    path = out / "data" / "codes.npz"
-    if path.exists():
-        stored = np.load(path)
-        codes = [stored[f"d{i}"] for i in range(len(data))]
-        if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):
-            return codes
-    codes = []
-    device = next(model.parameters()).device
-    for ds in data:
-        rows = np.arange(len(ds))
-        parts = []
-        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
-            frames = torch.from_numpy(ds.frames(key, chunk)).permute(0, 3, 1, 2).unsqueeze(1)
-            parts.append(model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16))
-        codes.append(np.concatenate(parts))
-    if is_main():
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"d{i}": c for i, c in enumerate(codes)})
-        os.replace(tmp, path)
-    log.info("tokenizer codes of %d frames computed", sum(len(c) for c in codes))
-    return codes
 
 
 def _load_tokenizer_weights(model: F1) -> None:
@@ -278,7 +183,7 @@ def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progres
         _load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
     began = time.perf_counter()
-    key = _generation_key(recipe)
+    key = generation_key(recipe)
     frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in data])
     images = torch.from_numpy(frames).permute(0, 3, 1, 2)
     config = stage.train_config(recipe.seed, index)
@@ -395,11 +300,6 @@ def _device(name: str, dist_device: torch.device | None) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: the recipe asks for cuda, but torch sees no CUDA device")
     return torch.device(name)
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _log_to(path: Path) -> logging.Handler:

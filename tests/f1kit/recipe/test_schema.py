@@ -312,23 +312,3 @@ def test_recipe_is_constructible_from_python_and_validates_there_too():
     with pytest.raises(ValidationError, match="not an expert of this model"):
         Recipe(name="py", model=F1Config.tiny(generation=False), stages=[train_stage()])
     assert TINY["generation"] is not None  # the shared dict stays untouched
-
-
-def test_evaluate_stages_name_an_embodiment_when_the_data_has_several(tmp_path):
-    """The simulator's observations carry no embodiment: with several datasets an evaluate stage
-    must name whose statistics it uses, checked before any stage runs (it used dataset 0's)."""
-    from f1kit.data import make_processors
-    from f1kit.recipe.run import _check_eval_embodiments
-    from tests.f1kit.test_processor import two_datasets
-
-    pre, _ = make_processors(two_datasets(tmp_path))
-    recipe = recipe_from_dict(toy())
-    with pytest.raises(RecipeError, match=r"stages\.2\.embodiment: the data has 2 embodiments"):
-        _check_eval_embodiments(recipe, pre)
-    named = recipe_from_dict(_set(toy(), "stages.2", {**toy()["stages"][2], "embodiment": "arm"}))
-    _check_eval_embodiments(named, pre)
-    wrong = recipe_from_dict(_set(toy(), "stages.2", {**toy()["stages"][2], "embodiment": "leg"}))
-    with pytest.raises(RecipeError, match="'leg' is not among the data's embodiments"):
-        _check_eval_embodiments(wrong, pre)
-    single, _ = make_processors(two_datasets(tmp_path / "one")[:1])
-    _check_eval_embodiments(recipe, single)  # one embodiment: nothing to name

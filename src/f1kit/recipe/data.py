@@ -1,0 +1,124 @@
+"""The data of a recipe run: datasets, the policy's processors, and the tokenizer's codes.
+
+datasets                 LeRobot folders as they are, or Meta-World demos generated once
+processors               the pre/post-processor of every dataset's statistics (per embodiment)
+check_eval_embodiments   an evaluate stage knows whose statistics the simulator's
+                         observations use (checked before any stage runs)
+generation_key           the image key of the generation camera
+frame_codes              the frozen tokenizer's codes of every training frame, computed once
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from f1kit.data import NormalizeStep, Processor, make_processors, read_dataset
+from f1kit.model import F1
+from f1kit.recipe.schema import EvalStage, Recipe, RecipeError
+from f1kit.train import is_main
+
+log = logging.getLogger(__name__)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def datasets(recipe: Recipe, out: Path, progress: bool) -> list:
+    """The recipe's datasets: its local LeRobot folders, or Meta-World demos generated once into
+    ``<out>/data/demos`` (rank 0 writes them, the other ranks wait)."""
+    cfg = recipe.data
+    if cfg.source == "lerobot":
+        return [read_dataset(Path(p)) for p in cfg.paths]
+    from f1kit.sim import generate_demos
+
+    root = out / "data" / "demos"
+    marker = root.parent / "demos.json"
+    if not marker.exists():
+        if is_main():
+            demo = cfg.demo_config()
+            result = generate_demos(demo, root, progress=progress, overwrite=True)
+            marker.write_text(
+                json.dumps(
+                    {
+                        "frames": result.frames,
+                        "successes": result.successes,
+                        "failures": result.failures,
+                        "seconds": result.seconds,
+                    },
+                    indent=2,
+                )
+            )
+        barrier()
+    return [read_dataset(root)]
+
+
+def processors(data: list, recipe: Recipe) -> tuple[Processor, Processor]:
+    """The policy's pre/post-processor: every dataset's statistics under its embodiment id, the
+    same processors the training windows normalise with (saved with the policy)."""
+    window = recipe.data.window_config()
+    return make_processors(
+        data, state_key=window.state_key, action_key=window.action_key, mode=window.normalization
+    )
+
+
+def check_eval_embodiments(recipe: Recipe, preprocessor: Processor) -> None:
+    """Each evaluate stage names an embodiment of the data's (or there is only one), checked
+    before any stage runs: the simulator's observations carry no embodiment of their own."""
+    ids = preprocessor.step(NormalizeStep).embodiments
+    problems = []
+    for index, stage in enumerate(recipe.stages):
+        if not isinstance(stage, EvalStage):
+            continue
+        at = f"stages.{index}.embodiment"
+        if stage.embodiment is None and len(ids) > 1:
+            problems.append(
+                (
+                    at,
+                    f"the data has {len(ids)} embodiments {ids}; name the one the "
+                    "simulator's observations are normalised with",
+                )
+            )
+        elif stage.embodiment is not None and stage.embodiment not in ids:
+            problems.append((at, f"{stage.embodiment!r} is not among the data's embodiments {ids}"))
+    if problems:
+        raise RecipeError(recipe.name, problems)
+
+
+def generation_key(recipe: Recipe) -> str:
+    """The image key of the generation camera: ``model.generation.camera`` indexes the training
+    window's cameras (``data.cameras``), the order the batches hold them in."""
+    gen = recipe.model.generation
+    assert gen is not None  # only Generation models tokenize frames
+    return recipe.data.image_keys[gen.camera]
+
+
+def frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> list[np.ndarray]:
+    """The frozen tokenizer's codes of every frame of the generation camera, computed once."""
+    path = out / "data" / "codes.npz"
+    if path.exists():
+        stored = np.load(path)
+        codes = [stored[f"d{i}"] for i in range(len(data))]
+        if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):
+            return codes
+    codes = []
+    device = next(model.parameters()).device
+    for ds in data:
+        rows = np.arange(len(ds))
+        parts = []
+        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
+            frames = torch.from_numpy(ds.frames(key, chunk)).permute(0, 3, 1, 2).unsqueeze(1)
+            parts.append(model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16))
+        codes.append(np.concatenate(parts))
+    if is_main():
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f"d{i}": c for i, c in enumerate(codes)})
+        os.replace(tmp, path)
+    log.info("tokenizer codes of %d frames computed", sum(len(c) for c in codes))
+    return codes
