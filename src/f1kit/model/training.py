@@ -89,7 +89,7 @@ def loss(
     if model.generator is not None:
         assert prefix.history is not None
         if acting:
-            drawn = foresee(model, prefix.detach(), generator=generator)[0] if k > 1 else None
+            drawn = foresee(model, prefix.detach(), generator=generator)[0]
             parts[GENERATION], twin = _acting_tokens(model, prefix, bound, drawn, targets)
         else:
             assert targets is not None
@@ -137,26 +137,20 @@ def _acting_tokens(
     model: "F1",
     prefix: Prefix,
     bound: BoundTrunk,
-    drawn: list[Tensor] | None,
+    drawn: list[Tensor],
     targets: list[Tensor] | None,
 ) -> tuple[Tensor, Twin | None]:
     """G tokens of an acting pass: [history | SOS | drawn inputs 2..K (| true inputs 2..K)]
-    and the `Twin` that keeps the true inputs private to themselves (None: no twin needed)."""
+    and the `Twin` that keeps the true inputs private to themselves (None: no twin needed, as
+    without a CE or with one scale, whose only input is the shared SOS)."""
     assert prefix.history is not None
-    sos_and_drawn = _scale_tokens(model, prefix, drawn) if drawn is not None else None
-    if sos_and_drawn is None:  # one scale: the SOS alone, nothing was drawn before it
-        sos_and_drawn = _scale_tokens(model, prefix, targets or [_no_codes(prefix)])
-    tokens = [prefix.history, sos_and_drawn]
+    tokens = [prefix.history, _scale_tokens(model, prefix, drawn)]
     twin = None
     if targets is not None and len(targets) > 1:
         tokens.append(_scale_tokens(model, prefix, targets, first_scale=1))
         foresight = bound.layout.slice("foresight")
         twin = Twin(bound.layout, foresight.start + 1, foresight.stop)
     return torch.cat(tokens, dim=1), twin
-
-
-def _no_codes(prefix: Prefix) -> Tensor:
-    return torch.zeros(prefix.tokens.shape[0], 1, dtype=torch.long, device=prefix.tokens.device)
 
 
 def _scored_rows(hidden: Tensor, n_history: int, twin: Twin | None) -> Tensor:

@@ -84,3 +84,18 @@ def test_an_acting_pass_trains_on_the_inference_scale_count_only():
         model(batch, objective=Objective(generation=0.1, action=1.0, scales=3))
     loss, _ = model(batch, objective=Objective(generation=0.1, action=1.0))  # None = the 4
     assert loss.requires_grad
+
+
+def test_one_scale_acting_pass_shares_the_sos_and_draws_like_inference():
+    """With generation.scales = 1 the only G input is the SOS (nothing to twin); the draw still
+    comes first, as at inference, so the flow's draws follow the same generator stream."""
+    from tests.f1kit.model.helpers import MICRO_TOKENIZER, micro_config
+
+    torch.manual_seed(0)
+    cfg = micro_config(overrides={"generation": {"tokenizer": MICRO_TOKENIZER, "scales": 1}})
+    model, batch = F1(cfg), random_batch(seed=3)
+    acting = Objective(generation=0.1, action=1.0)
+    loss, metrics = model(batch, torch.Generator().manual_seed(0), objective=acting)
+    teacher = model(batch, objective=Objective(generation=1.0, action=0.0, scales=1))[1]
+    assert metrics["loss/generation"] == pytest.approx(teacher["loss/generation"], rel=1e-6)
+    assert loss.requires_grad
