@@ -38,7 +38,7 @@ from torch import Tensor
 
 from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor
 from f1kit.model.f1 import F1
-from f1kit.model.text import TokenizedText
+from f1kit.model.text import TokenizedText, check_texts
 
 
 class F1Policy:
@@ -213,14 +213,7 @@ class F1Policy:
             raise TypeError(f"task: expected a str or a list of str, got {type(task).__name__}")
         if len(texts) != batch:
             raise ValueError(f"task: expected {batch} instructions, got {len(texts)}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"task[{i}]: expected str, got {type(text).__name__}")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:  # e.g. a lone surrogate "\ud800"
-                raise ValueError(f"task[{i}]: not valid UTF-8 text ({err.reason})") from err
-        return texts
+        return check_texts(texts, key="task")
 
     def _encoded(self, texts: list[str]) -> TokenizedText:
         """The instructions' encoding, tokenized again only when they change."""

@@ -93,8 +93,8 @@ def save_pretrained(policy: F1Policy, directory: str | Path) -> Path:
     return directory
 
 
-def read_config(directory: str | Path) -> tuple[F1Config, dict]:
-    """The model config and the policy settings of a saved policy (format 1 or 2)."""
+def read_config(directory: str | Path) -> tuple[str, F1Config, dict]:
+    """The format, the model config and the policy settings of a saved policy (format 1 or 2)."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise PretrainedError(f"{path}: not found (is {directory} a saved f1kit policy?)")
@@ -116,7 +116,7 @@ def read_config(directory: str | Path) -> tuple[F1Config, dict]:
     unknown = sorted(set(settings) - set(POLICY_KEYS))
     if unknown:
         raise PretrainedError(f"{path}: policy: unknown keys {unknown} (expected {POLICY_KEYS})")
-    return config, settings
+    return data["format"], config, settings
 
 
 def _upgrade_format_1(model: object) -> object:
@@ -133,7 +133,7 @@ def load_pretrained(
 ) -> F1Policy:
     """Rebuild the policy saved in ``directory``; ``policy_args`` override `F1Policy` options."""
     directory = Path(directory)
-    config, settings = read_config(directory)
+    fmt, config, settings = read_config(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise PretrainedError(f"{weights}: not found")
@@ -147,7 +147,7 @@ def load_pretrained(
     model = F1(config).to(dtype)
     load_weights(model, load_model_weights(weights), str(weights))
     model.to(device)
-    if json.loads((directory / CONFIG).read_text())["format"] == LEGACY_FORMAT:
+    if fmt == LEGACY_FORMAT:
         processors = _legacy_processors(directory / LEGACY_STATS)
     else:
         processors = {}

@@ -63,20 +63,21 @@ class TextTokenizer(Protocol):
     def decode(self, ids: Int[Tensor, "b n"]) -> list[str]: ...
 
 
-def _check_texts(texts: object) -> list[str]:
+def check_texts(texts: object, key: str = "texts") -> list[str]:
+    """``texts`` as a list of valid UTF-8 str, or an error naming ``key`` (and the item)."""
     # A bare str is a Sequence[str] too: it would silently become one text per character.
     if isinstance(texts, str):
-        raise TypeError("texts: expected a sequence of str, got a single str (wrap it in a list)")
+        raise TypeError(f"{key}: expected a sequence of str, got a single str (wrap it in a list)")
     if not isinstance(texts, Sequence):
-        raise TypeError(f"texts: expected a sequence of str, got {type(texts).__name__}")
+        raise TypeError(f"{key}: expected a sequence of str, got {type(texts).__name__}")
     out = list(texts)
     for i, text in enumerate(out):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+            raise TypeError(f"{key}[{i}]: expected str, got {type(text).__name__}")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
-            raise ValueError(f"texts[{i}]: not valid UTF-8 ({err.reason} at {err.start})") from err
+            raise ValueError(f"{key}[{i}]: not valid UTF-8 ({err.reason} at {err.start})") from err
     return out
 
 
@@ -136,7 +137,7 @@ class ByteTokenizer:
     def __call__(
         self, texts: Sequence[str], device: torch.device | str | None = None
     ) -> TokenizedText:
-        rows = [self._encode(text) for text in _check_texts(texts)]
+        rows = [self._encode(text) for text in check_texts(texts)]
         return _pack(rows, self.max_length, PAD_ID, device)
 
     def decode(self, ids: Int[Tensor, "b n"]) -> list[str]:
@@ -208,7 +209,7 @@ class HFTokenizer:
     def __call__(
         self, texts: Sequence[str], device: torch.device | str | None = None
     ) -> TokenizedText:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         encoded = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
         rows = [self._fit(list(row), i) for i, row in enumerate(encoded)]
         return _pack(rows, self.max_length, self.pad_id, device)

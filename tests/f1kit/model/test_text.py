@@ -18,8 +18,8 @@ from f1kit.model.text import (
     HFTokenizer,
     TextEmbedding,
     TokenizedText,
-    _check_texts,
     build_text_tokenizer,
+    check_texts,
 )
 
 SENTENCES = ["pick up the red block", "open the drawer", "push the blue button", "close it"]
@@ -116,7 +116,7 @@ def test_bytes_decode_of_model_samples() -> None:
 )
 def test_bytes_reject_non_str_input(texts, match: str) -> None:
     with pytest.raises(TypeError, match=match):
-        _check_texts(texts)
+        check_texts(texts)
     # the public path; the test-suite's type checker may name the parameter first
     with pytest.raises(TypeError, match=f"texts|{match}"):
         ByteTokenizer()(texts)
