@@ -183,10 +183,10 @@ class NormalizeStep(ProcessorStep):
                 missing = [n for n in names if n not in tensors]
                 if missing:
                     raise ProcessorError(f"statistics: missing {missing}")
-                for n in names:
-                    if not bool(torch.isfinite(tensors[n]).all()):
-                        raise ProcessorError(f"statistics: {n!r} holds NaN or inf")
-                stats[emb][key] = Normalizer(tensors[names[0]], tensors[names[1]], mode)
+                try:  # the Normalizer refuses NaN / inf and non-positive scales
+                    stats[emb][key] = Normalizer(tensors[names[0]], tensors[names[1]], mode)
+                except ValueError as err:
+                    raise ProcessorError(f"statistics {names}: {err}") from err
         return cls(modes, stats)
 
     def to(self, device: torch.device | str) -> "NormalizeStep":
