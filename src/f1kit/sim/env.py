@@ -16,11 +16,17 @@ shadow and reflection passes disabled: ~6 ms a frame at 64 px on one CPU core in
 with no visible loss. ``MUJOCO_GL`` is set to ``egl`` when the user has not set it, on importing
 ``f1kit.sim`` (MuJoCo reads it when first imported). Rendering several environments in turn in one
 process gives black frames unless the previous one is closed and garbage-collected: ``close()``
-does both; use the environment as a context manager.
+does both; use the environment as a context manager. Loading triton (shipped with PyTorch's CUDA
+wheel, and loaded lazily by ``torch.compile`` and the optimizers) after llvmpipe has made a GL
+context segfaults the process (issue 14), so ``load_simulator`` imports triton first when it is
+installed and ``MUJOCO_GL`` is ``egl`` or ``osmesa``.
 """
 
+import functools
 import gc
 import importlib
+import importlib.util
+import logging
 import os
 import zlib
 from types import ModuleType
@@ -28,6 +34,8 @@ from types import ModuleType
 import numpy as np
 
 from f1kit.sim.tasks import instruction
+
+logger = logging.getLogger(__name__)
 
 # MuJoCo picks its GL backend when first imported; whoever imports f1kit.sim before mujoco gets
 # headless EGL unless they chose a backend themselves.
@@ -39,9 +47,31 @@ ACTION_DIM = 4
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 
 
+@functools.cache
+def _load_triton_before_mesa() -> None:
+    """Import triton, if installed, before the first EGL/OSMesa context exists (issue 14)."""
+    # Mesa's llvmpipe loads its LLVM when the first software GL context is made; dlopening
+    # triton's libtriton.so (its own LLVM) after that segfaults the process, and torch loads it
+    # lazily (torch.compile, the optimizer's torch._dynamo import) long after the first frame.
+    # Loaded first, both coexist. find_spec alone when triton is absent (the CPU torch wheel).
+    if os.environ.get("MUJOCO_GL") not in ("egl", "osmesa"):
+        return
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton")
+    except ImportError as err:  # a broken triton: torch will skip it too
+        logger.warning("triton is installed but failed to import (%s)", err)
+
+
 def load_simulator() -> tuple[ModuleType, ModuleType]:
-    """Import ``metaworld`` and ``mujoco`` (``MUJOCO_GL=egl`` unless set) or explain why not."""
+    """Import ``metaworld`` and ``mujoco`` (``MUJOCO_GL=egl`` unless set) or explain why not.
+
+    Imports triton first when it is installed and rendering is headless (see the module
+    docstring's Rendering paragraph).
+    """
     os.environ.setdefault("MUJOCO_GL", "egl")
+    _load_triton_before_mesa()
     try:
         metaworld = importlib.import_module("metaworld")
         mujoco = importlib.import_module("mujoco")
