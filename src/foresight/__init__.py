@@ -12,6 +12,7 @@ from foresight.generator import GeneratorLoss, NextScaleGenerator
 from foresight.network import TokenNetwork
 from foresight.next_scale_config import NextScaleConfig
 from foresight.phi import PhiBank, phi_index, phi_ticks
+from foresight.quality import FrameQuality, future_pairs, tokenizer_quality
 from foresight.quantizer import MultiScaleQuantizer, QuantizerOutput
 from foresight.sampling import filter_logits, sample_tokens
 from foresight.scales import ScaleTokenizer
@@ -30,6 +31,7 @@ from foresight.vqvae import MultiScaleVQVAE, VQVAEConfig, VQVAEOutput
 __all__ = [
     "CacheError",
     "DefaultTransformer",
+    "FrameQuality",
     "GenerationOutput",
     "GeneratorLoss",
     "MultiScaleQuantizer",
@@ -50,12 +52,14 @@ __all__ = [
     "code_statistics",
     "filter_logits",
     "from_var",
+    "future_pairs",
     "load_var_state_dict",
     "ours_to_var",
     "phi_index",
     "phi_ticks",
     "read_var_checkpoint",
     "sample_tokens",
+    "tokenizer_quality",
     "train_tokenizer",
     "var_config",
     "var_to_ours",

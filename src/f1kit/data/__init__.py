@@ -13,6 +13,7 @@ from f1kit.data.processor import (
 )
 from f1kit.data.reader import DatasetFormatError, RobotDataset, read_dataset
 from f1kit.data.sampling import PI0_ALPHA, WeightedGroupSampler, group_weights
+from f1kit.data.split import episode_ids, held_out_episodes, held_out_rows
 from f1kit.data.stats import image_stats, numeric_stats
 from f1kit.data.video import decode_mp4, decode_png, encode_mp4, encode_png, has_video_codec
 from f1kit.data.window import WindowConfig, WindowedDataset
@@ -38,8 +39,11 @@ __all__ = [
     "embodiment_ids",
     "encode_mp4",
     "encode_png",
+    "episode_ids",
     "group_weights",
     "has_video_codec",
+    "held_out_episodes",
+    "held_out_rows",
     "image_stats",
     "make_processors",
     "numeric_stats",

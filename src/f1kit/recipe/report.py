@@ -13,11 +13,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from f1kit.data import WindowConfig, WindowedDataset
+from f1kit.data import WindowConfig, WindowedDataset, episode_ids, held_out_rows
 from f1kit.model import F1
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import Recipe
 from f1kit.train import plot_losses, read_metrics
+from foresight import future_pairs
 
 
 def write_report(
@@ -70,17 +71,23 @@ def write_report(
     if curves:
         plot_losses(curves, plots / "losses.png")
         lines += ["", "![losses](plots/losses.png)"]
+    held = held_out_rows(data, recipe.data.validation)
+    for r in results:
+        if r["kind"] == "tokenizer" and r.get("quality"):
+            lines += _tokenizer_section(r, model, data, held, recipe, plots)
     for r in results:
         if r["kind"] == "evaluate" and r.get("tasks"):
             lines += _success_section(r, plots, out)
     if model.generator is not None and codes is not None:
-        path = _foresight_picture(model, data, window, codes, plots / "foresight.png")
+        path = _foresight_picture(model, data, window, codes, held, plots / "foresight.png")
+        h = window.foresight
         lines += [
             "",
             "## Foresight",
             "",
-            "Per row: the current frame, the frame 3 steps ahead (ground truth, through the "
-            "tokenizer), and the model's foresight (the generated scales, decoded).",
+            f"Per row: the current frame, the frame {h} steps ahead (ground truth, through the "
+            "tokenizer), and the model's foresight (the generated scales, decoded); "
+            + ("held-out episodes." if held.any() else "training episodes."),
             "",
             f"![foresight](plots/{path.name})",
         ]
@@ -133,14 +140,82 @@ def _success_section(result: dict, plots: Path, out: Path) -> list[str]:
     return lines
 
 
+def _tokenizer_section(
+    result: dict, model: F1, data: list, held: np.ndarray, recipe: Recipe, plots: Path
+) -> list[str]:
+    """The tokenizer's reconstructions of held-out frames at the foresight horizon, scored
+    (``foresight.tokenizer_quality``) and pictured beside the truth and the current frame."""
+    h = recipe.data.foresight
+    lines = [
+        "",
+        f"## Tokenizer on held-out episodes ({result['name']})",
+        "",
+        f"Reconstructions of the frame {h} steps ahead, scored at the data's image size against "
+        "the truth. *motion MSE*: error on the pixels that move between t and t + h (the "
+        "arm, the gripper, what they touch); *copy* is the current frame standing in for the "
+        "future one: a tokenizer no better than the copy there cannot carry the change to the "
+        f"policy. "
+        f"{result['quality']['copy']['moving']:.1%} of pixels move.",
+        "",
+        "| estimate of x(t+h) | PSNR (dB) | motion MSE | static MSE |",
+        "|---|---|---|---|",
+    ]
+    for label, q in result["quality"].items():
+        name = "copy of x(t)" if label == "copy" else label.replace("scales_", "first ") + " scales"
+        lines.append(
+            f"| {name} | {q['psnr']:.2f} | {q['motion_mse']:.4f} | {q['static_mse']:.4f} |"
+        )
+    png = plots / f"tokenizer-{result['name']}.png"
+    _reconstruction_picture(model, data, held, recipe, png)
+    return [*lines, "", f"![tokenizer](plots/{png.name})"]
+
+
+@torch.no_grad()
+def _reconstruction_picture(
+    model: F1, data: list, held: np.ndarray, recipe: Recipe, png: Path, rows: int = 4
+) -> None:
+    key = recipe.data.image_keys[model.config.generation.camera]
+    frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in data])[held]
+    episodes = episode_ids(data)[held]
+    now, future = future_pairs(torch.from_numpy(episodes), recipe.data.foresight)
+    picks = np.linspace(0, len(now) - 1, rows).astype(int)
+    truth = torch.from_numpy(frames[future[picks].numpy()]).permute(0, 3, 1, 2)
+    vq = model.tokenizer
+    device = next(vq.parameters()).device
+    codes = vq.encode(model.tokenizer_images(truth.to(device)))
+    k = model.config.generation.scales
+    columns = [
+        (frames[now[picks].numpy()], "now"),
+        (truth.permute(0, 2, 3, 1).numpy(), f"+{recipe.data.foresight} truth"),
+        (model.decode_foresight(codes).cpu().numpy(), f"all {len(codes)} scales"),
+        (model.decode_foresight(codes[:k]).cpu().numpy(), f"first {k} scales"),
+    ]
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2 * len(columns), 2 * rows))
+    for c, (images, title) in enumerate(columns):
+        for r in range(rows):
+            axes[r, c].imshow(images[r])
+            axes[r, c].set_axis_off()
+        axes[0, c].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 @torch.no_grad()
 def _foresight_picture(
-    model: F1, data: list, window: WindowConfig, codes: list[np.ndarray], png: Path, rows: int = 4
+    model: F1,
+    data: list,
+    window: WindowConfig,
+    codes: list[np.ndarray],
+    held: np.ndarray,
+    png: Path,
+    rows: int = 4,
 ) -> Path:
     was_training = model.training
     model.eval()
     dataset = WindowedDataset(data, window, codes=codes)
-    picks = np.linspace(0, len(dataset) - 1, rows).astype(int)
+    pool = np.flatnonzero(held) if held.any() else np.arange(len(dataset))
+    picks = pool[np.linspace(0, len(pool) - 1, rows).astype(int)]
     samples = [dataset[int(i)] for i in picks]
     device = next(model.parameters()).device
     images = torch.stack([s["images"] for s in samples]).to(device)
@@ -160,7 +235,7 @@ def _foresight_picture(
     fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows))
     for r in range(rows):
         for c, (img, title) in enumerate(
-            ((now[r], "now"), (truth[r], "+3 truth"), (guess[r], "foresight"))
+            ((now[r], "now"), (truth[r], f"+{window.foresight} truth"), (guess[r], "foresight"))
         ):
             axes[r, c].imshow(img)
             axes[r, c].set_axis_off()

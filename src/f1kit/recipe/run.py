@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from f1kit.data import WindowedDataset
+from f1kit.data import WindowedDataset, episode_ids, held_out_rows
 from f1kit.model import F1, F1Policy
 from f1kit.recipe.data import (
     check_eval_embodiments,
@@ -39,7 +39,7 @@ from f1kit.recipe.data import (
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
 from f1kit.train import init_distributed, is_main, load_latest, train_stage
-from foresight import MultiScaleVQVAE, train_tokenizer
+from foresight import MultiScaleVQVAE, tokenizer_quality, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def run_recipe(
         device = _device(recipe.device, dist.device)
         torch.manual_seed(recipe.seed)
         data = datasets(recipe, out, progress)
+        held = held_out_rows(data, recipe.data.validation)
         model = F1(recipe.model)
         _load_tokenizer_weights(model)
         model.to(device)
@@ -86,13 +87,13 @@ def run_recipe(
             done = stage_dir / DONE
             if isinstance(stage, TokenizerStage):
                 result = _tokenizer_stage(
-                    model, stage, index, data, recipe, stage_dir, done, progress
+                    model, stage, index, data, held, recipe, stage_dir, done, progress
                 )
                 codes = None  # the codes follow the tokenizer
             elif isinstance(stage, TrainStage):
                 if model.tokenizer is not None and codes is None:
                     codes = frame_codes(model, data, generation_key(recipe), out, progress)
-                dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage)
+                dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage, held)
                 result = _train_stage(
                     model, stage, index, dataset, recipe, stage_dir, done, resume, progress
                 )
@@ -153,17 +154,18 @@ def _load_tokenizer(model: F1, path: Path, source: str) -> None:
 
 
 class StageData(torch.utils.data.Subset):
-    """The windows of a train stage: all of the recipe's data, or the stage's ``tasks``."""
+    """The windows of a train stage: the recipe's data, or the stage's ``tasks``, less the
+    held-out episodes (``data.validation``)."""
 
     def __init__(self, windows: WindowedDataset, rows: np.ndarray) -> None:
         super().__init__(windows, rows.tolist())
         self.task_groups = windows.groups("task")[rows]
 
 
-def _stage_data(windows: WindowedDataset, stage: TrainStage) -> StageData:
+def _stage_data(windows: WindowedDataset, stage: TrainStage, held: np.ndarray) -> StageData:
     groups = windows.groups("task")
     if stage.tasks is None:
-        return StageData(windows, np.arange(len(windows)))
+        return StageData(windows, np.flatnonzero(~held))
     from f1kit.sim import INSTRUCTIONS
 
     # Meta-World names map to the instructions the demos carry; other datasets name tasks by text.
@@ -174,10 +176,10 @@ def _stage_data(windows: WindowedDataset, stage: TrainStage) -> StageData:
             f"stages.{stage.name}.tasks: {sorted(wanted)} not all found among the data's "
             f"tasks {windows.tasks}"
         )
-    return StageData(windows, np.flatnonzero(np.isin(groups, keep)))
+    return StageData(windows, np.flatnonzero(np.isin(groups, keep) & ~held))
 
 
-def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progress) -> dict:
+def _tokenizer_stage(model, stage, index, data, held, recipe, stage_dir, done, progress) -> dict:
     weights = stage_dir / "tokenizer.safetensors"
     if done.exists() and weights.exists():
         _load_tokenizer(model, weights, f"stages.{stage.name}")
@@ -185,7 +187,7 @@ def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progres
     began = time.perf_counter()
     key = generation_key(recipe)
     frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in data])
-    images = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    images = torch.from_numpy(frames[~held]).permute(0, 3, 1, 2)
     config = stage.train_config(recipe.seed, index)
     rng = torch.Generator().manual_seed(config.seed)
     tokenizer = model.tokenizer
@@ -214,8 +216,24 @@ def _tokenizer_stage(model, stage, index, data, recipe, stage_dir, done, progres
         "wall_seconds": time.perf_counter() - began,
         "final": metrics[-1] if metrics else {},
     }
+    if held.any():
+        result["quality"] = _held_out_quality(model, data, held, frames, recipe)
+        log.info("tokenizer %s on held-out frames: %s", stage.name, result["quality"])
     done.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _held_out_quality(model, data, held, frames, recipe) -> dict:
+    """``foresight.tokenizer_quality`` on the held-out episodes at the data's image size, at the
+    foresight horizon: the copy of the current frame, the first ``generation.scales`` scales
+    (what F1 generates) and all scales."""
+    episodes = episode_ids(data)
+    images = torch.from_numpy(frames[held]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    counts = sorted({recipe.model.generation.scales, len(model.tokenizer.config.scales)})
+    scores = tokenizer_quality(
+        model.tokenizer, images, torch.from_numpy(episodes[held]), recipe.data.foresight, counts
+    )
+    return {label: q.as_dict() for label, q in scores.items()}
 
 
 def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, progress) -> dict:

@@ -105,6 +105,9 @@ class DataConfig(Section):
     chunk: Count = 4
     normalization: Literal["mean_std", "min_max", "quantile"] = "mean_std"
     weighting: Literal["uniform", "task"] = "task"
+    # Held-out demo episodes per task (f1kit.data.split): never trained on; the tokenizer stage
+    # scores its reconstructions on them. Meta-World generates them beyond ``episodes``.
+    validation: NonNegative = 0
 
     _check_tasks = field_validator("tasks")(_check_tasks)
 
@@ -155,7 +158,7 @@ class DataConfig(Section):
             raise ValueError(f"data.source: demos are generated for metaworld, not {self.source}")
         return DemoConfig(
             tasks=self.task_names,
-            episodes=self.episodes,
+            episodes=self.episodes + self.validation,
             cameras=tuple(self.cameras),
             size=self.image_size,
             max_steps=self.max_steps,

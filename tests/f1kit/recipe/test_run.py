@@ -63,10 +63,18 @@ def test_every_stage_runs_and_leaves_a_report_and_a_policy(full_run: Path) -> No
         "## Success rates",
         "reach-v3",
         "![foresight](plots/foresight.png)",
+        "## Tokenizer on held-out episodes (tokenizer)",
+        "| copy of x(t) |",
+        "| first 4 scales |",
         "```yaml",
     ):
         assert needle in report, needle
-    for png in ("losses.png", "foresight.png", "success-eval.png"):
+    quality = json.loads((full_run / "stages/0-tokenizer/done.json").read_text())["quality"]
+    assert set(quality) == {"copy", "scales_4"}  # 4 generated scales of 4
+    assert quality["copy"]["static_mse"] < 1e-3 and 0 < quality["copy"]["moving"] < 1
+    demos = json.loads((full_run / "data" / "demos.json").read_text())
+    assert set(demos["successes"].values()) == {3}  # 2 to train on, 1 held out per task
+    for png in ("losses.png", "foresight.png", "success-eval.png", "tokenizer-tokenizer.png"):
         assert (full_run / "plots" / png).stat().st_size > 1000
     evaluation = json.loads((full_run / "stages" / "3-eval" / "eval.json").read_text())
     assert set(evaluation["tasks"]) == {"reach-v3", "drawer-close-v3"}

@@ -40,15 +40,16 @@ def test_stage_data_keeps_exactly_the_windows_of_its_tasks(coded_dataset: RobotD
     windows = WindowedDataset(
         coded_dataset, WindowConfig(chunk=2, image_keys=("observation.images.cam",))
     )
-    everything = _stage_data(windows, recipe_stage(None))
+    none = np.zeros(len(windows), dtype=bool)
+    everything = _stage_data(windows, recipe_stage(None), none)
     assert len(everything) == len(windows)
-    subset = _stage_data(windows, recipe_stage(["task 1"]))
+    subset = _stage_data(windows, recipe_stage(["task 1"]), none)
     expected = np.flatnonzero(windows.groups("task") == windows.tasks.index("task 1"))
     assert subset.indices == expected.tolist() and len(subset) > 0
     assert all(subset[i]["task"] == "task 1" for i in range(len(subset)))
     assert set(subset.task_groups.tolist()) == {windows.tasks.index("task 1")}
     with pytest.raises(ValueError, match="not all found"):
-        _stage_data(windows, recipe_stage(["task 7"]))
+        _stage_data(windows, recipe_stage(["task 7"]), none)
 
 
 def recipe_stage(tasks: list[str] | None):
