@@ -7,6 +7,7 @@ through it in one batched call; cameras never attend to each other (the joint at
 MoT stack does that later).
 
 * `ViTEncoder`: a ViT on x-transformers' Encoder (random init, trains from scratch on small data).
+* `ConvEncoder` (``conv_vision.py``): strided conv stages, cells as tokens (small robot images).
 * `SiglipEncoder`: transformers' SigLIP vision tower (F1 / PaliGemma use So400m/14), loadable from a
   local directory; needs the optional ``transformers`` (``pip install 'f1kit[hf]'``).
 
@@ -305,17 +306,33 @@ def _build_siglip(out_width: int, path: str | Path | None = None, **config: Any)
     return SiglipEncoder.from_config(out_width, **config)
 
 
+def _build_conv(out_width: int, **args: Any) -> CameraEncoder:
+    from f1kit.model.conv_vision import ConvConfig, ConvEncoder  # it subclasses CameraEncoder
+
+    known = {f.name for f in fields(ConvConfig)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(
+            f"conv: unknown args {unknown}; expected ConvConfig fields {sorted(known)}"
+        )
+    if isinstance(args.get("channels"), list):  # YAML gives lists
+        args["channels"] = tuple(args["channels"])
+    return ConvEncoder(ConvConfig(**args), out_width)
+
+
 VISION_ENCODERS: dict[str, Callable[..., CameraEncoder]] = {
     "vit": _build_vit,
     "siglip": _build_siglip,
+    "conv": _build_conv,
 }
 
 
 def build_vision_encoder(name: str, out_width: int, **args: Any) -> CameraEncoder:
     """The registered encoder ``name`` with output width ``out_width``.
 
-    ``"vit"``: args are `ViTConfig` fields. ``"siglip"``: ``path=`` a local pretrained directory,
-    or ``SiglipVisionConfig`` fields for random weights.
+    ``"vit"``: args are `ViTConfig` fields. ``"conv"``: `ConvConfig` fields (a small CNN, or a
+    conv-stem ViT with ``depth > 0``; f1kit.model.conv_vision). ``"siglip"``: ``path=`` a local
+    pretrained directory, or ``SiglipVisionConfig`` fields for random weights.
     """
     if name not in VISION_ENCODERS:
         raise ValueError(

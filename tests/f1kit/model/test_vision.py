@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from f1kit.model.conv_vision import ConvConfig, ConvEncoder
 from f1kit.model.vision import (
     VISION_ENCODERS,
     SiglipEncoder,
@@ -311,9 +312,11 @@ def test_siglip_without_transformers_says_how_to_install(monkeypatch) -> None:
 
 
 def test_registry_builds_each_name() -> None:
-    assert set(VISION_ENCODERS) == {"vit", "siglip"}
+    assert set(VISION_ENCODERS) == {"vit", "siglip", "conv"}
     enc = build_vision_encoder("vit", 12, **TINY)
     assert isinstance(enc, ViTEncoder) and enc.out_width == 12 and enc.tokens_per_image == 16
+    conv = build_vision_encoder("conv", 12, image_size=16, channels=[8, 16], groups=4)
+    assert isinstance(conv, ConvEncoder) and conv.tokens_per_image == 16
     pytest.importorskip("transformers")
     assert isinstance(build_vision_encoder("siglip", 12, **TINY_SIGLIP), SiglipEncoder)
 
@@ -321,7 +324,8 @@ def test_registry_builds_each_name() -> None:
 @pytest.mark.parametrize(
     ("name", "args", "error", "match"),
     [
-        ("clip", {}, ValueError, r"unknown name 'clip'.*\['siglip', 'vit'\]"),
+        ("clip", {}, ValueError, r"unknown name 'clip'.*\['conv', 'siglip', 'vit'\]"),
+        ("conv", {"patch_size": 4}, ValueError, "conv: unknown args.*patch_size"),
         ("vit", {"hidden": 3}, ValueError, "hidden"),
         ("vit", {"patch_size": 5}, ValueError, "image_size"),
         ("siglip", {"hiden_size": 3}, ValueError, "hiden_size"),
@@ -338,3 +342,42 @@ def test_registry_errors_are_named(name: str, args: dict, error: type, match: st
 def test_out_width_is_validated() -> None:
     with pytest.raises(ValueError, match="out_width"):
         ViTEncoder(ViTConfig(**TINY), 0)
+
+
+# ---------------------------------------------------------------- conv encoder
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"image_size": 20, "channels": (8, 8, 8)}, "image_size"),  # not a multiple of 8
+        ({"channels": (8, 12)}, "groups"),  # 12 does not divide into 8 groups
+        ({"channels": ()}, "channels"),
+        ({"depth": -1}, "depth"),
+        ({"channels": (8, 16), "depth": 1, "heads": 3}, "heads"),
+        ({"groups": True}, "groups"),
+    ],
+)
+def test_conv_config_rejects_bad_fields_by_name(args: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ConvConfig(**{"image_size": 16, **args})
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_conv_encoder_tokens_cameras_and_a_one_pixel_marker(depth: int) -> None:
+    torch.manual_seed(0)
+    config = ConvConfig(image_size=16, channels=(8, 16), groups=4, depth=depth, heads=2)
+    enc = ConvEncoder(config, out_width=12).eval()
+    images = pixels(2, 2, 3, 16, 16)
+    with torch.no_grad():
+        tokens = enc(images)
+        alone = enc(images[:, 1:])
+    assert tokens.shape == (2, 2 * 16, 12)
+    torch.testing.assert_close(camera_tokens(tokens, 1, 16), alone, atol=1e-5, rtol=1e-5)
+    # One pixel (a goal marker) changes the tokens of its own cell.
+    marked = images.clone()
+    marked[:, 0, :, 9, 9] = 255 - marked[:, 0, :, 9, 9]
+    with torch.no_grad():
+        moved = (enc(marked) - tokens).abs().amax(dim=(0, 2))
+    assert moved[2 * 4 + 2] > 1e-3  # cell (2, 2) of the 4 x 4 grid holds pixel (9, 9)
+    assert torch.equal(moved[16:], torch.zeros(16))  # camera 1 untouched
