@@ -13,6 +13,7 @@ from f1kit.train.distributed import (
     is_main,
     shutdown_distributed,
 )
+from f1kit.train.evaluation import EvalTracker, PeriodicEval, best_weights
 from f1kit.train.metrics import MetricsLog, read_metrics
 from f1kit.train.plots import loss_series, plot_losses
 from f1kit.train.rng import derive_seed, seed_everything
@@ -24,13 +25,16 @@ from f1kit.train.trainer import LossFn, LossModule, StageResult, train_stage
 __all__ = [
     "Checkpoint",
     "DistInfo",
+    "EvalTracker",
     "LossFn",
     "LossModule",
     "MetricsLog",
+    "PeriodicEval",
     "SamplerState",
     "ShardedBatchSampler",
     "StageResult",
     "TrainSettings",
+    "best_weights",
     "build_optimizer",
     "build_scheduler",
     "derive_seed",

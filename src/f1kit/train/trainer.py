@@ -53,8 +53,15 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from f1kit.train.checkpoint import Checkpoint, load_latest, save_checkpoint, step_name
+from f1kit.train.checkpoint import (
+    MODEL_FILE,
+    Checkpoint,
+    load_latest,
+    save_checkpoint,
+    step_name,
+)
 from f1kit.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from f1kit.train.evaluation import EvalTracker, PeriodicEval
 from f1kit.train.metrics import MetricsLog
 from f1kit.train.progress import StageProgress
 from f1kit.train.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
@@ -171,6 +178,7 @@ def train_stage(
     progress: bool = True,
     sample_weights: Float[np.ndarray, " n"] | None = None,
     name: str = "train",
+    evaluation: PeriodicEval | None = None,
 ) -> StageResult:
     """Train ``model`` for ``settings.steps`` optimizer steps; see the module docstring.
 
@@ -178,7 +186,9 @@ def train_stage(
     ``"weight_decay"``); ``None`` trains every parameter with ``requires_grad``. ``resume``
     continues from the newest checkpoint in ``out_dir`` (or starts fresh when there is none); a
     fresh start refuses an ``out_dir`` that already holds checkpoints. ``sample_weights`` (one per
-    sample) switches the sampler to weighted draws with replacement.
+    sample) switches the sampler to weighted draws with replacement. ``evaluation`` evaluates
+    periodically, keeps the best weights and may stop early (f1kit.train.evaluation); the result's
+    ``steps`` is then the step it stopped at.
 
     Example::
 
@@ -216,12 +226,21 @@ def train_stage(
             f"out_dir: {out_dir} already holds checkpoint {existing.path.name}; pass resume=True"
             " to continue it or choose an empty directory"
         )
+    tracker = None
+    if evaluation is not None and info.is_main:
+        tracker = EvalTracker(out_dir, evaluation, None if existing is None else existing.step)
     if existing is not None:
         start, sampler_state, prior_elapsed = _restore(
             existing, model, optimizer, scheduler, info, settings
         )
         log.info("%s: resuming from %s (step %d)", name, existing.path, start)
-        if start == settings.steps:
+        unfinished = tracker is not None and tracker.due(start, settings.steps)
+        if unfinished and not tracker.done_at(start):  # killed while evaluating
+            tracker.evaluate(start, model, existing.model_path)
+        stopped = _agree_to_stop(tracker, evaluation)
+        if stopped:
+            log.info("%s: stopped early at step %d (patience)", name, start)
+        if start == settings.steps or stopped:
             return StageResult(
                 start, float(existing.meta.get("loss", math.nan)), 0.0, existing.path,
                 out_dir / "metrics.jsonl", resumed_from=start,
@@ -274,6 +293,7 @@ def train_stage(
     last_loss = math.nan
     run_start = interval_start = time.perf_counter()
     interval_steps = 0
+    done = start
     try:
         for k, batch in enumerate(loader):
             step = start + k
@@ -290,7 +310,12 @@ def train_stage(
             stats.add(loss, step_metrics, grad_norm)
             interval_steps += 1
             done = step + 1
-            checkpoint_now = done % settings.checkpoint_every == 0 or done == settings.steps
+            evaluate_now = evaluation is not None and (
+                done % evaluation.every == 0 or done == settings.steps
+            )
+            checkpoint_now = (
+                done % settings.checkpoint_every == 0 or done == settings.steps or evaluate_now
+            )
             record = None
             if done % settings.log_every == 0 or checkpoint_now:
                 now = time.perf_counter()
@@ -327,18 +352,32 @@ def train_stage(
                 None if record is None else record["loss"],
                 None if record is None else record["samples_per_s"],
             )
+            if evaluate_now:
+                if tracker is not None:
+                    weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
+                    tracker.evaluate(done, model, weights)
+                if _agree_to_stop(tracker, evaluation):
+                    log.info("%s: stopped early at step %d (patience)", name, done)
+                    break
     finally:
         bar.close()
         if metrics is not None:
             metrics.close()
     return StageResult(
-        settings.steps,
+        done,
         last_loss,
         time.perf_counter() - wall_start,
-        out_dir / "checkpoints" / step_name(settings.steps),
+        out_dir / "checkpoints" / step_name(done),
         out_dir / "metrics.jsonl",
         resumed_from=start if existing else None,
     )
+
+
+def _agree_to_stop(tracker: EvalTracker | None, evaluation: PeriodicEval | None) -> bool:
+    """The main rank's early-stopping decision, known to every rank (a collective call)."""
+    if evaluation is None:
+        return False
+    return bool(all_gather_objects(tracker is not None and tracker.stop)[0])
 
 
 def _check_output(out: object) -> tuple[Tensor, dict]:
