@@ -309,23 +309,6 @@ def train(
     return TrainResult(len(losses), wall, float(np.mean(losses[-50:])), step_ms)
 
 
-def episode_successes(steps: list[int], max_steps: int, successes: int) -> list[bool | None]:
-    """Per-episode success from the steps each episode took and the evaluator's success count.
-
-    The evaluator stops an episode at its first success, else at ``max_steps``: one that stopped
-    early succeeded. Of those that ran to the cap, ``successes`` minus the early ones succeeded on
-    the last step; when that is some but not all of them, which ones is unknown (None).
-    """
-    early = [n < max_steps for n in steps]
-    at_cap, rest = len(steps) - sum(early), successes - sum(early)
-    if not 0 <= rest <= at_cap:
-        raise RuntimeError(
-            f"episode steps {steps} (cap {max_steps}) cannot give {successes} successes"
-        )
-    last = None if 0 < rest < at_cap else rest == at_cap
-    return [True if e else last for e in early]
-
-
 @dataclass
 class TaskOutcome:
     task: str
@@ -334,7 +317,7 @@ class TaskOutcome:
     ci_low: float
     ci_high: float
     mean_steps: float
-    episode_success: list[bool | None]
+    episode_success: list[bool]  # per layout, in f1kit's episode order (paired across policies)
     plan_ms: list[float]
 
 
@@ -371,7 +354,6 @@ def evaluate_policy(
     for i, task in enumerate(config.tasks):
         result = report.tasks[task]
         records = policy.episodes[i * episodes : (i + 1) * episodes]
-        steps = [int(r["steps"]) for r in records]  # type: ignore[arg-type]
         outcomes.append(
             TaskOutcome(
                 task,
@@ -380,7 +362,7 @@ def evaluate_policy(
                 result.ci_low,
                 result.ci_high,
                 result.mean_steps,
-                episode_successes(steps, max_steps, result.successes),
+                list(result.outcomes),
                 [ms for r in records for ms in r["plan_ms"]],  # type: ignore[union-attr]
             )
         )

@@ -59,6 +59,7 @@ def test_scripted_expert_scores_at_least_090() -> None:
         result = report.tasks[task]
         assert result.rate >= 0.9, (task, result)
         assert result.ci_low <= result.rate <= result.ci_high
+        assert len(result.outcomes) == 10 and sum(result.outcomes) == result.successes
     assert report.as_dict()["mean_rate"] >= 0.9
     zero = evaluate(
         ZeroPolicy(),
@@ -66,6 +67,7 @@ def test_scripted_expert_scores_at_least_090() -> None:
         progress=False,
     )
     assert zero.tasks["reach-v3"].successes == 0 and zero.tasks["reach-v3"].mean_steps == 40
+    assert zero.as_dict()["tasks"]["reach-v3"]["outcomes"] == [False, False, False]
 
 
 @pytest.mark.sim

@@ -86,6 +86,9 @@ class TaskResult:
     ci_high: float
     mean_steps: float  # over all episodes; failures count max_steps
     videos: list[str] = field(default_factory=list)
+    # Per episode, in order: episode e ran on layout_seed(seed, task, e), so two policies
+    # evaluated with one seed are paired layout by layout (f1kit.sim.compare).
+    outcomes: list[bool] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -133,7 +136,7 @@ def evaluate(
                 raise TypeError(
                     f"policy for {task}: expected reset() and select_action(), got {agent!r}"
                 )
-            successes, steps, videos = 0, [], []
+            successes, steps, videos, outcomes = 0, [], [], []
             with MetaWorldEnv(task, config.cameras, config.size, config.max_steps) as env:
                 for e in range(config.episodes):
                     record = e < config.record
@@ -142,13 +145,14 @@ def evaluate(
                     )
                     successes += ok
                     steps.append(n)
+                    outcomes.append(bool(ok))
                     if record:
                         path = Path(config.video_dir) / f"{task}_ep{e:03d}_{'ok' if ok else 'fail'}"
                         videos.append(str(write_rollout(frames, path, env.fps, second)))
                     bar.advance(bar_id)
             lo, hi = wilson_interval(successes, config.episodes, config.z)
             results[task] = TaskResult(
-                task, successes, config.episodes, lo, hi, float(np.mean(steps)), videos
+                task, successes, config.episodes, lo, hi, float(np.mean(steps)), videos, outcomes
             )
             log.info("%s: %d/%d [%.2f, %.2f]", task, successes, config.episodes, lo, hi)
     return EvalReport(results, time.perf_counter() - start)
