@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 from einops import rearrange
+from jaxtyping import UInt8
 from torch.utils.data import Dataset
 
 from f1kit.data.processor import ACTION, EMBODIMENT, MODES, STATE, make_processors
@@ -149,6 +150,14 @@ class WindowedDataset(Dataset):
             raise IndexError(f"index: expected 0 <= i < {len(self)}, got {i}")
         d = int(np.searchsorted(self._offsets, i, side="right") - 1)
         return d, i - int(self._offsets[d])
+
+    def frames_at(self, i: int, key: str, offsets: Sequence[int]) -> UInt8[np.ndarray, "t H W 3"]:
+        """Camera ``key``'s frames at ``offsets`` steps from sample ``i``, clipped to its episode
+        (as the window's history and foresight frames are)."""
+        d, row = self.locate(int(i))
+        lo, hi = (int(x) for x in self._ranges[d][row])
+        rows = np.clip(row + np.asarray(offsets, dtype=np.int64), lo, hi - 1)
+        return self.datasets[d].frames(key, rows)
 
     def groups(self, by: Literal["task", "dataset"] = "task") -> np.ndarray:
         """Group id of every sample: its global task index or its dataset index."""

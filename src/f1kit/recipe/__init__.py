@@ -1,5 +1,7 @@
 """Recipes: a whole F1 run (data, model, stages) as one validated YAML file."""
 
+from f1kit.recipe.evaluation_config import StageEvaluation
+from f1kit.recipe.fields import Problems, RecipeError
 from f1kit.recipe.loading import (
     apply_overrides,
     load_recipe,
@@ -12,9 +14,7 @@ from f1kit.recipe.schema import (
     DataConfig,
     EvalStage,
     OptimizerConfig,
-    Problems,
     Recipe,
-    RecipeError,
     ScheduleConfig,
     Stage,
     TokenizerStage,
@@ -30,6 +30,7 @@ __all__ = [
     "RecipeError",
     "ScheduleConfig",
     "Stage",
+    "StageEvaluation",
     "TokenizerStage",
     "TrainStage",
     "apply_overrides",

@@ -26,7 +26,8 @@ Problem = tuple[str, str]
 def recipe_problems(recipe: Recipe) -> list[Problem]:
     """Every cross-section problem of a recipe whose sections are each valid."""
     problems = _component_problems(recipe.model)
-    return problems + _data_against_model(recipe.data, recipe.model) + _stage_problems(recipe)
+    problems += _data_against_model(recipe.data, recipe.model) + _stage_problems(recipe)
+    return problems + _evaluation_problems(recipe)
 
 
 def _no_gen(model: F1Config) -> str:
@@ -274,16 +275,25 @@ def _eval_problems(
                 f"true needs a Generation expert; {_no_gen(model)}; set it to false or null",
             )
         )
-    if data.source == "metaworld" and stage.seed == data.seed:
+    return problems + _rollout_problems(at, stage.name, stage.seed, stage.tasks, data)
+
+
+def _rollout_problems(
+    at: str, name: str, seed: int, tasks: object, data: DataConfig
+) -> list[Problem]:
+    """Closed-loop rollouts (an evaluate stage, a train stage's ``evaluate``) on unseen
+    Meta-World layouts of named tasks, rendered from the data's cameras."""
+    problems = []
+    if data.source == "metaworld" and seed == data.seed:
         problems.append(
             (
                 f"{at}.seed",
-                f"{stage.seed} equals data.seed, so evaluation would replay the "
-                "training layouts; use a different seed (default 10000)",
+                f"{seed} equals data.seed, so evaluation would replay the "
+                "training layouts; use a different seed",
             )
         )
     if data.source == "lerobot":
-        if stage.tasks is None:
+        if tasks is None:
             problems.append(
                 (
                     f"{at}.tasks",
@@ -296,8 +306,38 @@ def _eval_problems(
             problems.append(
                 (
                     "data.cameras",
-                    f"{bad} are not Meta-World cameras, so stage {stage.name!r} "
+                    f"{bad} are not Meta-World cameras, so stage {name!r} "
                     f"cannot render them; expected some of {CAMERAS}",
+                )
+            )
+    return problems
+
+
+def _evaluation_problems(recipe: Recipe) -> list[Problem]:
+    """A train stage's ``evaluate``: its layouts never score the final policy, and what it
+    selects by exists."""
+    final_seeds = {s.seed: i for i, s in enumerate(recipe.stages) if isinstance(s, EvalStage)}
+    problems: list[Problem] = []
+    for i, stage in enumerate(recipe.stages):
+        spec = stage.evaluate if isinstance(stage, TrainStage) else None
+        if spec is None:
+            continue
+        at = f"stages.{i}.evaluate"
+        if spec.seed in final_seeds:
+            problems.append(
+                (
+                    f"{at}.seed",
+                    f"{spec.seed} is also stages.{final_seeds[spec.seed]}.seed: the layouts "
+                    "that choose a checkpoint must not score it; use another seed",
+                )
+            )
+        if spec.episodes:
+            problems += _rollout_problems(at, stage.name, spec.seed, spec.tasks, recipe.data)
+        if spec.select == "val_loss" and recipe.data.validation == 0:
+            problems.append(
+                (
+                    f"{at}.select",
+                    "val_loss needs held-out episodes: set data.validation > 0",
                 )
             )
     return problems

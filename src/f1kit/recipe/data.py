@@ -18,7 +18,8 @@ import torch
 
 from f1kit.data import NormalizeStep, Processor, make_processors, read_dataset
 from f1kit.model import F1
-from f1kit.recipe.schema import EvalStage, Recipe, RecipeError
+from f1kit.recipe.fields import RecipeError
+from f1kit.recipe.schema import EvalStage, Recipe
 from f1kit.train import is_main
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from f1kit.recipe.schema import STAGE_KINDS, Problems, Recipe, RecipeError
+from f1kit.recipe.fields import Problems, RecipeError
+from f1kit.recipe.schema import STAGE_KINDS, Recipe
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

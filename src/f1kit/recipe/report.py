@@ -75,6 +75,11 @@ def write_report(
     for r in results:
         if r["kind"] == "tokenizer" and r.get("quality"):
             lines += _tokenizer_section(r, model, data, held, recipe, plots)
+    evaluated = [r for r in results if (out / r["dir"] / "evals.jsonl").exists()]
+    for r in evaluated:
+        lines += _training_eval_section(r, out, plots)
+    if evaluated:
+        lines += _foresight_vs_success(evaluated, out, plots)
     for r in results:
         if r["kind"] == "evaluate" and r.get("tasks"):
             lines += _success_section(r, plots, out)
@@ -95,6 +100,91 @@ def write_report(
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _training_eval_section(result: dict, out: Path, plots: Path) -> list[str]:
+    """A train stage's evaluations: the table, the success and validation curves, the choice."""
+    rows = read_metrics(out / result["dir"] / "evals.jsonl")
+    if not rows:
+        return []
+    best = result.get("best", {}).get("step")
+    columns = [
+        c
+        for c in ("success", "val_loss", "foresight/psnr", "foresight/motion_mse")
+        if any(c in r for r in rows)
+    ]
+    lines = [
+        "",
+        f"## Evaluation during training ({result['name']})",
+        "",
+        "Scored at each evaluation on layouts and held-out episodes never trained on "
+        f"(evals.jsonl); the best weights (step {best}) are the stage's result.",
+        "",
+        "| step | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for r in rows:
+        mark = " (best)" if r["step"] == best else ""
+        cells = [_cell(r.get(c)) for c in columns]
+        lines.append(f"| {r['step']}{mark} | " + " | ".join(cells) + " |")
+    curves = [c for c in ("success", "val_loss") if c in columns]
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3), squeeze=False)
+    for ax, key in zip(axes[0], curves, strict=True):
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r.get(key) for r in rows], marker="o", label=key)
+        if key == "success":
+            for task in sorted({k[8:] for r in rows for k in r if k.startswith("success/")}):
+                values = [r.get(f"success/{task}") for r in rows]
+                ax.plot(steps, values, alpha=0.5, lw=1, label=task)
+            ax.set_ylim(-0.05, 1.05)
+        if best is not None:
+            ax.axvline(best, color="grey", ls="--", lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = plots / f"evals-{result['name']}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [*lines, "", f"![evaluations](plots/{png.name})"]
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _foresight_vs_success(results: list[dict], out: Path, plots: Path) -> list[str]:
+    """Per task and evaluation: foresight error on what moves against closed-loop success."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        for row in read_metrics(out / r["dir"] / "evals.jsonl"):
+            for key, success in row.items():
+                task = key[len("success/") :] if key.startswith("success/") else None
+                error = row.get(f"foresight/{task}/motion_mse") if task else None
+                if error is not None and success is not None:
+                    points.setdefault(task, []).append((error, success))
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for task, xy in sorted(points.items()):
+        x, y = zip(*xy, strict=True)
+        ax.scatter(x, y, label=task, s=18)
+    ax.set_xlabel("foresight MSE on moving pixels (held-out)")
+    ax.set_ylabel("closed-loop success")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = plots / "foresight-vs-success.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [
+        "",
+        "## Foresight quality against success",
+        "",
+        "One point per task and evaluation: the error of the model's own foresight on the pixels "
+        "that move (held-out episodes) against its success on that task's unseen layouts.",
+        "",
+        f"![foresight vs success](plots/{png.name})",
+    ]
 
 
 def _success_section(result: dict, plots: Path, out: Path) -> list[str]:

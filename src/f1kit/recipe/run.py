@@ -38,7 +38,15 @@ from f1kit.recipe.data import (
 )
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
-from f1kit.train import init_distributed, is_main, load_latest, train_stage
+from f1kit.recipe.stage_eval import stage_evaluation
+from f1kit.train import (
+    best_weights,
+    init_distributed,
+    is_main,
+    load_latest,
+    load_model_weights,
+    train_stage,
+)
 from foresight import MultiScaleVQVAE, tokenizer_quality, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -93,9 +101,24 @@ def run_recipe(
             elif isinstance(stage, TrainStage):
                 if model.tokenizer is not None and codes is None:
                     codes = frame_codes(model, data, generation_key(recipe), out, progress)
-                dataset = _stage_data(WindowedDataset(data, window, codes=codes), stage, held)
+                windows = WindowedDataset(data, window, codes=codes)
+                dataset = _stage_data(windows, stage, held)
+                evaluation = None
+                if stage.evaluate is not None:
+                    evaluation = stage_evaluation(
+                        model, stage, recipe, windows, held, (preprocessor, postprocessor)
+                    )
                 result = _train_stage(
-                    model, stage, index, dataset, recipe, stage_dir, done, resume, progress
+                    model,
+                    stage,
+                    index,
+                    dataset,
+                    recipe,
+                    stage_dir,
+                    done,
+                    resume,
+                    progress,
+                    evaluation,
                 )
                 if is_main():
                     policy = F1Policy(
@@ -236,11 +259,11 @@ def _held_out_quality(model, data, held, frames, recipe) -> dict:
     return {label: q.as_dict() for label, q in scores.items()}
 
 
-def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, progress) -> dict:
-    if done.exists():  # completed earlier: its final weights continue the run
-        ckpt = load_latest(stage_dir)
-        if ckpt is not None:
-            ckpt.load_model(model)
+def _train_stage(
+    model, stage, index, dataset, recipe, stage_dir, done, resume, progress, evaluation
+) -> dict:
+    if done.exists():  # completed earlier: its final (or best) weights continue the run
+        _load_result_weights(model, stage_dir)
         return json.loads(done.read_text())
     model.set_trainable(stage.train)
     objective = stage.objective(recipe.model)
@@ -265,6 +288,7 @@ def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, 
         progress=progress,
         sample_weights=weights,
         name=stage.name,
+        evaluation=evaluation,
     )
     summary = {
         "steps": result.steps,
@@ -272,10 +296,28 @@ def _train_stage(model, stage, index, dataset, recipe, stage_dir, done, resume, 
         "wall_seconds": result.wall_seconds,
         "checkpoint": str(result.checkpoint),
     }
+    best = _load_result_weights(model, stage_dir) if evaluation is not None else None
+    if best is not None:
+        summary["best"] = best
     if is_main():
         done.write_text(json.dumps(summary, indent=2))
     model.set_trainable(model.experts)
     return summary
+
+
+def _load_result_weights(model: F1, stage_dir: Path) -> dict | None:
+    """Load a finished train stage's result into ``model``: the best weights its evaluation
+    kept (returning their record), else its last checkpoint (returning None)."""
+    kept = best_weights(stage_dir)
+    if kept is not None:
+        path, record = kept
+        model.load_state_dict(load_model_weights(path, next(model.parameters()).device))
+        log.info("%s: continuing from the best weights (step %d)", stage_dir.name, record["step"])
+        return record
+    ckpt = load_latest(stage_dir)
+    if ckpt is not None:
+        ckpt.load_model(model)
+    return None
 
 
 def _eval_stage(

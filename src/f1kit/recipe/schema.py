@@ -22,12 +22,26 @@ Example:
 import math
 import string
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from f1kit.data import WindowConfig
 from f1kit.model import F1Config, Objective
+from f1kit.recipe.evaluation_config import StageEvaluation
+from f1kit.recipe.fields import (
+    Count,
+    Expert,
+    Int,
+    Name,
+    NonNegative,
+    Problems,
+    Rate,
+    Real,
+    Section,
+    Weight,
+    check_tasks,
+)
 from f1kit.sim import CAMERAS, DemoConfig, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
@@ -36,56 +50,6 @@ EXPERTS = ("understanding", "generation", "action")
 STAGE_KINDS = ("tokenizer", "train", "evaluate")
 # Meta-World v3's proprio state (hand xyz, gripper) and action (delta xyz, gripper) widths.
 METAWORLD_STATE_DIM = METAWORLD_ACTION_DIM = 4
-
-
-class RecipeError(ValueError):
-    """An invalid recipe: ``problems`` are (key path, message); str() gives one line each as
-    ``<source>: <key.path>: <message>``."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        lines = [f"{source}: {p}: {m}" if p else f"{source}: {m}" for p, m in self.problems]
-        super().__init__("\n".join(lines))
-
-
-class Problems(ValueError):
-    """Several problems found by one validator, each with its key path relative to the section
-    it validates (pydantic keeps this exception in the error's ``ctx``; the loader expands it)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.problems))
-
-
-def _not_bool(value: Any) -> Any:
-    # bool is an int subclass and pydantic's lax mode turns `true` into 1: `steps: true` is a typo.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Real = Annotated[float, BeforeValidator(_not_bool)]
-Count = Annotated[Int, Field(gt=0)]
-NonNegative = Annotated[Int, Field(ge=0)]
-Rate = Annotated[Real, Field(gt=0)]
-Weight = Annotated[Real, Field(ge=0)]
-# Names become directory names in the run folder.
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
-Expert = Literal["understanding", "generation", "action"]
-
-
-class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, values are immutable, no NaN/inf."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _check_tasks(value: list[str] | str | None) -> list[str] | str | None:
-    if value is not None:
-        resolve_tasks(value)  # kept as written ("MT10" stays readable in the resolved recipe)
-    return value
 
 
 class DataConfig(Section):
@@ -109,7 +73,7 @@ class DataConfig(Section):
     # scores its reconstructions on them. Meta-World generates them beyond ``episodes``.
     validation: NonNegative = 0
 
-    _check_tasks = field_validator("tasks")(_check_tasks)
+    check_tasks = field_validator("tasks")(check_tasks)
 
     @field_validator("history")
     @classmethod
@@ -257,6 +221,8 @@ class TrainStage(Section):
     checkpoint_every: Count = 200
     log_every: Count = 10
     num_workers: NonNegative = 0
+    # Evaluation during the stage, the best weights kept, early stopping (evaluation_config.py).
+    evaluate: StageEvaluation | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainStage":
@@ -374,7 +340,7 @@ class EvalStage(Section):
     # holds one per dataset); null = the only one, an error when the data has several.
     embodiment: str | None = None
 
-    _check_tasks = field_validator("tasks")(_check_tasks)
+    check_tasks = field_validator("tasks")(check_tasks)
 
     @model_validator(mode="after")
     def _record_within_episodes(self) -> "EvalStage":

@@ -10,7 +10,8 @@ output directory::
     best/model.safetensors the weights that scored best on ``select`` so far (a copy of that
     best/meta.json         step's checkpoint weights), with the step and its scores
 
-Ties keep the earlier step. With ``patience`` the stage stops once that many evaluations in a row
+Ties keep the earlier step, unless a ``tiebreak`` score (lower is better, e.g. a validation loss)
+separates them. With ``patience`` the stage stops once that many evaluations in a row
 brought no improvement. Everything is rebuilt from ``evals.jsonl`` on resume (records after the
 resumed step are dropped; an evaluation due at the resumed step that never finished runs again),
 so a killed and resumed stage keeps, stops and selects exactly as an uninterrupted one.
@@ -46,6 +47,7 @@ class PeriodicEval:
     select: str  # the score that picks the best weights
     minimize: bool = False  # True for a loss, False for a success rate
     patience: int | None = None  # evaluations without improvement before stopping
+    tiebreak: str | None = None  # on a tie of ``select``, the lower value of this score wins
 
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
@@ -114,6 +116,8 @@ class EvalTracker:
         else:
             best = _value(self.best, self.spec.select)
             better = not math.isnan(value) and (math.isnan(best) or sign * value < sign * best)
+            if value == best and self.spec.tiebreak is not None:
+                better = _value(record, self.spec.tiebreak) < _value(self.best, self.spec.tiebreak)
         if better:
             self.best, self.stale = record, 0
         else:

@@ -265,3 +265,18 @@ def test_all_cross_section_problems_are_reported_together():
     assert "no train stage comes before" in found["stages.0"]
     assert "no tokenizer stage comes before" in found["stages.1"]
     assert "retraining the tokenizer" in found["stages.2"]
+
+
+def test_evaluation_during_training_never_reuses_the_final_layouts() -> None:
+    recipe = toy()
+    recipe["stages"][1]["evaluate"] = {"every": 5, "seed": 10_000}  # the evaluate stage's seed
+    assert "must not score it" in problems(recipe)["stages.1.evaluate.seed"]
+    recipe["stages"][1]["evaluate"] = {"every": 5, "seed": 0}  # the demos' layouts
+    assert "training layouts" in problems(recipe)["stages.1.evaluate.seed"]
+    recipe["stages"][1]["evaluate"] = {"every": 5, "select": "val_loss"}
+    assert "data.validation > 0" in problems(recipe)["stages.1.evaluate.select"]
+    recipe["stages"][1]["evaluate"] = {"every": 5, "episodes": 0}
+    assert "success needs episodes > 0" in problems(recipe)["stages.1.evaluate.select"]
+    recipe["stages"][1]["evaluate"] = {"every": 5, "episodes": 0, "select": "val_loss"}
+    recipe["data"] = {"validation": 1}
+    assert recipe_from_dict(recipe, "toy.yaml").stages[1].evaluate.every == 5

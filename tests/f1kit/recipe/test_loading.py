@@ -17,6 +17,7 @@ from f1kit.recipe import (
     recipe_from_dict,
     resolved_yaml,
 )
+from f1kit.recipe.evaluation_config import StageEvaluation
 from f1kit.recipe.schema import DataConfig, EvalStage, TokenizerStage, TrainStage
 from f1kit.sim import MT50
 from tests.f1kit.recipe.helpers import problems, toy
@@ -256,6 +257,7 @@ DOC_SECTIONS = {
     DataConfig: "### data",
     TokenizerStage: "### Stage `kind: tokenizer`",
     TrainStage: "### Stage `kind: train`",
+    StageEvaluation: "### A train stage's `evaluate`",
     EvalStage: "### Stage `kind: evaluate`",
 }
 

@@ -72,18 +72,29 @@ def test_every_stage_runs_and_leaves_a_report_and_a_policy(full_run: Path) -> No
     quality = json.loads((full_run / "stages/0-tokenizer/done.json").read_text())["quality"]
     assert set(quality) == {"copy", "scales_4"}  # 4 generated scales of 4
     assert quality["copy"]["static_mse"] < 1e-3 and 0 < quality["copy"]["moving"] < 1
+    # Evaluation during post-train: every 4 steps of 24 and at the end; the best kept and saved.
+    evals = read_metrics(full_run / "stages/2-post-train/evals.jsonl")
+    assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
+    for key in ("success", "success/reach-v3", "val_loss", "foresight/accuracy_scale_4",
+                "foresight/psnr", "foresight/reach-v3/motion_mse"):  # fmt: skip
+        assert all(key in r for r in evals), key
+    post = json.loads((full_run / "stages/2-post-train/done.json").read_text())
+    best = post["best"]["step"]
+    # Equal success (one episode per task ties often): the lowest validation loss picks.
+    assert best == max(evals, key=lambda r: (r["success"], -r["val_loss"]))["step"]
+    assert f"| {best} (best) |" in report and "## Foresight quality against success" in report
     demos = json.loads((full_run / "data" / "demos.json").read_text())
     assert set(demos["successes"].values()) == {3}  # 2 to train on, 1 held out per task
-    for png in ("losses.png", "foresight.png", "success-eval.png", "tokenizer-tokenizer.png"):
+    for png in ("losses.png", "foresight.png", "success-eval.png", "tokenizer-tokenizer.png",
+                "evals-post-train.png", "foresight-vs-success.png"):  # fmt: skip
         assert (full_run / "plots" / png).stat().st_size > 1000
     evaluation = json.loads((full_run / "stages" / "3-eval" / "eval.json").read_text())
     assert set(evaluation["tasks"]) == {"reach-v3", "drawer-close-v3"}
     assert list((full_run / "stages" / "3-eval" / "videos").glob("*.mp4"))
-    # The saved policy is the trained model and acts on an env observation.
+    # The saved policy is the best evaluated model and acts on an env observation.
     policy = F1Policy.from_pretrained(full_run / "policy")
     final = load_file(str(full_run / "policy" / "model.safetensors"))
-    ckpt = sorted((full_run / "stages" / "2-post-train" / "checkpoints").glob("step-*"))[-1]
-    trained = load_file(str(ckpt / "model.safetensors"))
+    trained = load_file(str(full_run / "stages" / "2-post-train" / "best" / "model.safetensors"))
     for name, tensor in final.items():
         assert torch.equal(tensor, trained[name]), name
     obs = {

@@ -86,6 +86,18 @@ def test_patience_stops_early_and_a_loss_is_minimised(tmp_path: Path) -> None:
         evaluation=by_loss,
     )
     assert best_weights(tmp_path / "b")[1]["step"] == 3  # val_loss = step: the first is lowest
+    ties = PeriodicEval(
+        every=3, run=scripted([0.5, 0.5, 0.5, 0.5]), select="success", tiebreak="neg_step"
+    )
+    with_neg = PeriodicEval(
+        every=3,
+        run=lambda step: {**ties.run(step), "neg_step": -float(step)},
+        select="success",
+        tiebreak="neg_step",
+    )
+    train_stage(Net(), make_loss(), Regression(), SETTINGS, tmp_path / "c", progress=False,
+                evaluation=with_neg)  # fmt: skip
+    assert best_weights(tmp_path / "c")[1]["step"] == 12  # equal success: the lowest tiebreak
 
 
 def test_a_run_killed_while_evaluating_resumes_to_the_same_choice(tmp_path: Path) -> None:
