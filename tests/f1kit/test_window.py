@@ -153,3 +153,12 @@ def test_precomputed_codes_replace_history_and_foresight(coded_dataset: RobotDat
         assert c["foresight_codes"].tolist() == codes[ahead].tolist()
     with pytest.raises(ValueError, match=r"codes\[0\]: expected \[41 rows"):
         WindowedDataset(coded_dataset, cfg, codes=[codes[:-1]])
+
+
+def test_frames_at_reads_offsets_clipped_to_the_episode(coded_dataset: RobotDataset) -> None:
+    windows = WindowedDataset(
+        coded_dataset, WindowConfig(chunk=2, image_keys=("observation.images.cam",))
+    )
+    # Episode 2 holds rows 6..17; pixel value = row.
+    frames = windows.frames_at(7, "observation.images.cam", [-3, 0, 3, 20])
+    assert frames[:, 0, 0, 0].tolist() == [6, 7, 10, 17]
