@@ -95,12 +95,8 @@ class ConvEncoder(CameraEncoder):
 
     def __init__(self, config: ConvConfig, out_width: int) -> None:
         super().__init__()
-        if isinstance(out_width, bool) or not isinstance(out_width, int) or out_width < 1:
-            raise ValueError(f"out_width: expected a positive int, got {out_width!r}")
+        self._set_geometry(config.image_size, config.tokens_per_image, out_width)
         self.config = config
-        self.image_size = config.image_size
-        self.tokens_per_image = config.tokens_per_image
-        self.out_width = out_width
         widths = (3, *config.channels)
         self.stages = nn.Sequential(
             *(_Stage(a, b, config.groups) for a, b in itertools.pairwise(widths))

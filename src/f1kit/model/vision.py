@@ -90,6 +90,14 @@ class CameraEncoder(nn.Module, abc.ABC):
     tokens_per_image: int
     out_width: int
 
+    def _set_geometry(self, image_size: int, tokens_per_image: int, out_width: int) -> None:
+        """What every encoder states: input side, tokens per image, output width (checked)."""
+        if isinstance(out_width, bool) or not isinstance(out_width, int) or out_width < 1:
+            raise ValueError(f"out_width: expected a positive int, got {out_width!r}")
+        self.image_size = image_size
+        self.tokens_per_image = tokens_per_image
+        self.out_width = out_width
+
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
@@ -163,12 +171,8 @@ class ViTEncoder(CameraEncoder):
 
     def __init__(self, config: ViTConfig, out_width: int) -> None:
         super().__init__()
-        if isinstance(out_width, bool) or not isinstance(out_width, int) or out_width < 1:
-            raise ValueError(f"out_width: expected a positive int, got {out_width!r}")
+        self._set_geometry(config.image_size, config.tokens_per_image, out_width)
         self.config = config
-        self.image_size = config.image_size
-        self.tokens_per_image = config.tokens_per_image
-        self.out_width = out_width
         self.patch_embed = nn.Conv2d(
             3, config.width, kernel_size=config.patch_size, stride=config.patch_size
         )
@@ -220,18 +224,16 @@ class SiglipEncoder(CameraEncoder):
 
     def __init__(self, backbone: nn.Module, out_width: int) -> None:
         super().__init__()
-        if isinstance(out_width, bool) or not isinstance(out_width, int) or out_width < 1:
-            raise ValueError(f"out_width: expected a positive int, got {out_width!r}")
         config = backbone.config
         if config.image_size % config.patch_size:
             raise ValueError(
                 f"image_size: expected a multiple of patch_size {config.patch_size}, "
                 f"got {config.image_size}"
             )
+        self._set_geometry(
+            config.image_size, (config.image_size // config.patch_size) ** 2, out_width
+        )
         self.backbone = backbone
-        self.image_size = config.image_size
-        self.tokens_per_image = (config.image_size // config.patch_size) ** 2
-        self.out_width = out_width
         self.proj = nn.Linear(config.hidden_size, out_width)
 
     @classmethod

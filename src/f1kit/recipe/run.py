@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from f1kit.data import WindowedDataset, episode_ids, held_out_rows
-from f1kit.model import F1, F1Policy
+from f1kit.model import F1
 from f1kit.recipe.data import (
     check_eval_embodiments,
     datasets,
@@ -38,7 +38,7 @@ from f1kit.recipe.data import (
 )
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
-from f1kit.recipe.stage_eval import stage_evaluation
+from f1kit.recipe.stage_eval import recipe_policy, stage_evaluation
 from f1kit.train import (
     best_weights,
     init_distributed,
@@ -121,13 +121,7 @@ def run_recipe(
                     evaluation,
                 )
                 if is_main():
-                    policy = F1Policy(
-                        model,
-                        cameras=recipe.data.cameras,
-                        preprocessor=preprocessor,
-                        postprocessor=postprocessor,
-                        history_offsets=recipe.data.history,
-                    )
+                    policy = recipe_policy(model, recipe, (preprocessor, postprocessor))
                     policy.save_pretrained(out / "policy")
             else:
                 assert isinstance(stage, EvalStage)
@@ -330,12 +324,10 @@ def _eval_stage(
     from f1kit.sim import evaluate
 
     began = time.perf_counter()
-    policy = F1Policy(
+    policy = recipe_policy(
         model,
-        cameras=recipe.data.cameras,
-        preprocessor=preprocessor,
-        postprocessor=postprocessor,
-        history_offsets=recipe.data.history,
+        recipe,
+        (preprocessor, postprocessor),
         seed=stage.seed,
         decode_foresight=stage.decodes_foresight(recipe.model),
         embodiment=stage.embodiment,

@@ -74,15 +74,7 @@ def stage_evaluation(
 def _rollouts(model, spec: StageEvaluation, recipe: Recipe, processors, progress) -> dict:
     from f1kit.sim import EvalConfig, evaluate
 
-    pre, post = processors
-    policy = F1Policy(
-        model,
-        cameras=recipe.data.cameras,
-        preprocessor=pre,
-        postprocessor=post,
-        history_offsets=recipe.data.history,
-        seed=spec.seed,
-    )
+    policy = recipe_policy(model, recipe, processors, seed=spec.seed)
     config = EvalConfig(
         tasks=spec.tasks if spec.tasks is not None else recipe.data.tasks,
         episodes=spec.episodes,
@@ -95,6 +87,20 @@ def _rollouts(model, spec: StageEvaluation, recipe: Recipe, processors, progress
     scores = {"success": report.mean_rate}
     scores |= {f"success/{task}": r.rate for task, r in report.tasks.items()}
     return scores
+
+
+def recipe_policy(model: F1, recipe: Recipe, processors: tuple, **options) -> F1Policy:
+    """The closed-loop policy of ``model`` as the recipe's data shapes it: its cameras, history
+    offsets and the pre/post-processors; ``options`` go to `F1Policy` (seed, embodiment, ...)."""
+    pre, post = processors
+    return F1Policy(
+        model,
+        cameras=recipe.data.cameras,
+        preprocessor=pre,
+        postprocessor=post,
+        history_offsets=recipe.data.history,
+        **options,
+    )
 
 
 def _spread(rows: np.ndarray, n: int) -> np.ndarray:
