@@ -34,9 +34,7 @@ stderr. ``--repeats`` / ``--warmup`` are the harness's and unused here.
 
 import json
 import logging
-import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -67,7 +65,7 @@ from f1kit.data import (  # noqa: E402
     read_dataset,
 )
 from f1kit.data.processor import ACTION, STATE  # noqa: E402
-from harness import Timing, dtype_of, emit, parse_args  # noqa: E402
+from harness import dtype_of, emit, parse_args, timing_of  # noqa: E402
 
 log = logging.getLogger("benchmarks.bc_baseline")
 
@@ -392,19 +390,6 @@ def save(directory: Path, net: BCNet, data: WindowedDataset, camera: str, execut
     data.postprocessor.save_pretrained(directory)
 
 
-def timing(times_ms: list[float]) -> Timing:
-    """The harness's record of times measured in a loop of our own (training steps, plans)."""
-    q = statistics.quantiles(times_ms, n=4) if len(times_ms) >= 2 else [times_ms[0]] * 3
-    return Timing(
-        median_ms=statistics.median(times_ms),
-        min_ms=min(times_ms),
-        max_ms=max(times_ms),
-        iqr_ms=q[2] - q[0],
-        repeats=len(times_ms),
-        peak_mem_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    )
-
-
 # --- the benchmark --------------------------------------------------------------------------------
 
 
@@ -516,7 +501,7 @@ def main() -> None:
             "bc_baseline/train",
             args,
             shapes,
-            timing(result.step_ms),
+            timing_of(result.step_ms),
             **common,
             final_loss=result.final_loss,
             samples_per_s=result.steps * args.batch / result.seconds,
@@ -543,7 +528,7 @@ def main() -> None:
             f"bc_baseline/eval/{o.task}",
             args,
             shapes,
-            timing(o.plan_ms),
+            timing_of(o.plan_ms),
             **common,
             task=o.task,
             successes=o.successes,
@@ -560,7 +545,7 @@ def main() -> None:
         "bc_baseline/eval/mean",
         args,
         shapes,
-        timing([ms for o in outcomes for ms in o.plan_ms]),
+        timing_of([ms for o in outcomes for ms in o.plan_ms]),
         **common,
         tasks=list(tasks),
         mean_rate=float(np.mean(rates)),

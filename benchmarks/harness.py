@@ -87,18 +87,23 @@ def measure(fn: Callable[[], object], device: str, repeats: int = 20, warmup: in
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-    if cuda:
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+    return timing_of(times, peak)
+
+
+def timing_of(times_ms: list[float], peak_mem_mb: float | None = None) -> Timing:
+    """Median, extremes and IQR of times measured in ms; ``peak_mem_mb`` None = the process's
+    peak RSS (the CPU high-water mark)."""
+    if peak_mem_mb is None:
+        peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    q = statistics.quantiles(times_ms, n=4) if len(times_ms) >= 2 else [times_ms[0]] * 3
     return Timing(
-        median_ms=statistics.median(times),
-        min_ms=min(times),
-        max_ms=max(times),
+        median_ms=statistics.median(times_ms),
+        min_ms=min(times_ms),
+        max_ms=max(times_ms),
         iqr_ms=q[2] - q[0],
-        repeats=len(times),
-        peak_mem_mb=peak,
+        repeats=len(times_ms),
+        peak_mem_mb=peak_mem_mb,
     )
 
 
