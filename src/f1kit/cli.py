@@ -132,6 +132,9 @@ def eval_policy(
     image_size: int = typer.Option(64, help="camera frames' size (the training data's)"),
     embodiment: str | None = typer.Option(None, help="the processor's embodiment id, if several"),
     policy_seed: int = typer.Option(0, help="seed of the policy's foresight and flow draws"),
+    output: Path | None = typer.Option(
+        None, help="also write the report (per-episode outcomes included) to this JSON file"
+    ),
 ) -> None:
     """Evaluate a saved policy on held-out Meta-World layouts (success with 95 % intervals)."""
     from f1kit.model import F1Policy
@@ -149,7 +152,39 @@ def eval_policy(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    _print_report(evaluate(policy, config))
+    report = evaluate(policy, config)
+    _print_report(report)
+    if output is not None:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(report.as_dict(), indent=2))
+        tmp.replace(output)  # atomic: never a half-written report
+
+
+@app.command("compare")
+def compare(
+    first: Path = typer.Argument(..., help="evaluation report (a run's eval.json, eval --output)"),
+    second: Path = typer.Argument(..., help="the other policy's report, on the same layouts"),
+    resamples: int = typer.Option(10_000, help="bootstrap resamples"),
+) -> None:
+    """Paired bootstrap of two policies' success on the same layouts: first minus second."""
+    from f1kit.sim.compare import outcomes_of, paired_bootstrap
+
+    reports = []
+    for path in (first, second):
+        try:
+            reports.append(outcomes_of(json.loads(path.read_text())))
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(f"{path}: {err}") from None
+    try:
+        result = paired_bootstrap(*reports, resamples=resamples)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(
+        f"mean success {result['mean_a']:.3f} vs {result['mean_b']:.3f}: difference "
+        f"{result['difference']:+.3f}, paired bootstrap 95% [{result['low']:+.3f}, "
+        f"{result['high']:+.3f}] over layouts, P(not better) {result['p_not_better']:.3f}"
+    )
+    typer.echo(json.dumps(result))
 
 
 def _print_report(report) -> None:  # an f1kit.sim.EvalReport (imported lazily)

@@ -174,17 +174,26 @@ def test_the_same_recipe_runs_under_torchrun_with_two_ranks(full_run: Path, tmp_
     F1Policy.from_pretrained(out / "policy")
 
 
-def test_f1kit_eval_scores_the_saved_policy(full_run: Path) -> None:
+def test_f1kit_eval_scores_the_saved_policy(full_run: Path, tmp_path: Path) -> None:
     """`f1kit eval POLICY_DIR` runs the saved policy on held-out layouts and prints the report."""
     from typer.testing import CliRunner
 
     from f1kit.cli import app
 
     args = ["eval", str(full_run / "policy"), "--tasks", "reach-v3", "--episodes", "2"]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "6", "--image-size", "32"])
+    saved = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, [*args, "--max-steps", "6", "--image-size", "32", "--output", str(saved)]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     task = report["tasks"]["reach-v3"]
     assert task["episodes"] == 2 and 0 <= task["successes"] <= 2
+    assert json.loads(saved.read_text()) == report and len(task["outcomes"]) == 2
+    # The same policy against itself on the same layouts: a difference of exactly zero.
+    same = CliRunner().invoke(app, ["compare", str(saved), str(saved), "--resamples", "200"])
+    assert same.exit_code == 0 and json.loads(same.output.splitlines()[-1])["difference"] == 0
+    other = CliRunner().invoke(app, ["compare", str(saved), str(full_run / "recipe.yaml")])
+    assert other.exit_code != 0 and "recipe.yaml" in other.output
     bad = CliRunner().invoke(app, ["eval", str(full_run / "policy"), "--tasks", "reach-v9"])
     assert bad.exit_code != 0 and "reach-v9" in bad.output
