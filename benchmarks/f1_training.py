@@ -8,6 +8,7 @@ the No-Gen peer's acting step, on the main job's model (``recipes/f1.yaml``) or 
     python benchmarks/f1_training.py                 # CPU, float32, 2 threads, batch 32
     python benchmarks/f1_training.py --quick         # batch 2, few repeats (smoke test)
     python benchmarks/f1_training.py --device cuda --size paper --batch 4
+    python benchmarks/f1_training.py --recipe recipes/f1-ablation.yaml --threads 1
 
 The draw's share is measured too (``foresee`` alone, timed the same way).
 """
@@ -37,11 +38,16 @@ ALIGN = Objective(generation=1.0, action=0.0)  # stage I (all scales, teacher-fo
 def extra(p) -> None:
     p.add_argument("--size", choices=("main", "paper"), default="main")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument(
+        "--recipe", type=Path, default=MAIN_JOB, help="--size main: the recipe whose model to time"
+    )
 
 
-def config_of(size: str, generation: bool) -> F1Config:
+def config_of(size: str, generation: bool, recipe: Path = MAIN_JOB) -> F1Config:
     if size == "main":
-        model = yaml.safe_load(MAIN_JOB.read_text())["model"]
+        model = yaml.safe_load(recipe.read_text())["model"]
+        if model.get("generation") is None and generation:
+            raise SystemExit(f"--recipe: {recipe} is No-Gen; give the F1 recipe (its peer is made)")
         if not generation:
             model = {**model, "generation": None, "trunk": {**model["trunk"], "generation": None}}
         return F1Config.model_validate(model)
@@ -97,11 +103,12 @@ def main() -> None:
     torch.manual_seed(0)
     timings, shapes = {}, {}
     for generation in (True, False):
-        model = F1(config_of(args.size, generation)).to(args.device).train()
+        model = F1(config_of(args.size, generation, args.recipe)).to(args.device).train()
         batch = make_batch(model, batch_size, args.device)
         variant = "f1" if generation else "no_gen"
         shapes[variant] = {
             "size": args.size,
+            "recipe": args.recipe.name if args.size == "main" else None,
             "batch": batch_size,
             "scales": (model.config.generation.scales if model.config.generation else 0),
         }
