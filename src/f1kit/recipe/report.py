@@ -110,7 +110,13 @@ def _training_eval_section(result: dict, out: Path, plots: Path) -> list[str]:
     best = result.get("best", {}).get("step")
     columns = [
         c
-        for c in ("success", "val_loss", "foresight/psnr", "foresight/motion_mse")
+        for c in (
+            "success",
+            "val_loss",
+            "foresight/psnr",
+            "foresight/motion_mse",
+            "foresight/copy_motion_mse",
+        )
         if any(c in r for r in rows)
     ]
     lines = [

@@ -9,7 +9,8 @@ model is scored on
 * for Generation models, the foresight drawn on held-out windows exactly as the policy draws it
   (``model.predict``): ``foresight/accuracy_scale_<k>`` (fraction of tokens equal to the true
   future's), and against the true frame at +h (`foresight.FrameQuality`: the current frame is the
-  reference for what moves) ``foresight/psnr``, ``foresight/motion_mse``, also per task as
+  reference for what moves) ``foresight/psnr``, ``foresight/motion_mse`` (beside
+  ``foresight/copy_motion_mse``, the current frame's error there), also per task as
   ``foresight/<task>/...``: with ``success/<task>``, the link between foresight quality and
   acting that the report plots across checkpoints and tasks.
 """
@@ -169,4 +170,7 @@ def _foresight(model, windows, rows, spec, recipe: Recipe) -> dict[str, float]:
         q = FrameQuality.of(guess_t[m], future_t[m], now_t[m])
         scores[f"foresight/{prefix}psnr"] = q.psnr
         scores[f"foresight/{prefix}motion_mse"] = q.motion_mse
+        # The no-foresight reference: the current frame standing in for the future one.
+        copy = FrameQuality.of(now_t[m], future_t[m], now_t[m])
+        scores[f"foresight/{prefix}copy_motion_mse"] = copy.motion_mse
     return scores

@@ -76,7 +76,8 @@ def test_every_stage_runs_and_leaves_a_report_and_a_policy(full_run: Path) -> No
     evals = read_metrics(full_run / "stages/2-post-train/evals.jsonl")
     assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
     for key in ("success", "success/reach-v3", "val_loss", "foresight/accuracy_scale_4",
-                "foresight/psnr", "foresight/reach-v3/motion_mse"):  # fmt: skip
+                "foresight/psnr", "foresight/reach-v3/motion_mse",
+                "foresight/reach-v3/copy_motion_mse"):  # fmt: skip
         assert all(key in r for r in evals), key
     post = json.loads((full_run / "stages/2-post-train/done.json").read_text())
     best = post["best"]["step"]
