@@ -10,12 +10,11 @@ from f1kit.recipe.loading import (
     resolved_yaml,
     validation_problems,
 )
+from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
 from f1kit.recipe.schema import (
     DataConfig,
     EvalStage,
-    OptimizerConfig,
     Recipe,
-    ScheduleConfig,
     Stage,
     TokenizerStage,
     TrainStage,

@@ -42,6 +42,7 @@ from f1kit.recipe.fields import (
     Weight,
     check_tasks,
 )
+from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
 from f1kit.sim import CAMERAS, DemoConfig, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
@@ -139,24 +140,6 @@ class DataConfig(Section):
             image_keys=self.image_keys,
             normalization=self.normalization,
         )
-
-
-class OptimizerConfig(Section):
-    """AdamW's betas and decoupled weight decay (DESIGN.md s5: betas 0.9, 0.95)."""
-
-    betas: tuple[Annotated[Real, Field(ge=0, lt=1)], Annotated[Real, Field(ge=0, lt=1)]] = (
-        0.9,
-        0.95,
-    )
-    weight_decay: Weight = 0.0
-
-
-class ScheduleConfig(Section):
-    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the base lr (or constant)."""
-
-    warmup_steps: NonNegative = 0
-    kind: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: Annotated[Real, Field(ge=0, le=1)] = 0.1
 
 
 def _stage_seed(seed: int | None, recipe_seed: int, index: int) -> int:
