@@ -369,13 +369,12 @@ def evaluate_policy(
 
 def task_names(data: RobotDataset) -> tuple[str, ...]:
     """The Meta-World task of each instruction the dataset holds."""
-    from f1kit.sim import INSTRUCTIONS
+    from f1kit.sim import task_of
 
-    by_sentence = {sentence: task for task, sentence in INSTRUCTIONS.items()}
-    unknown = [t for t in data.tasks if t not in by_sentence]
+    unknown = [t for t in data.tasks if task_of(t) is None]
     if unknown:
         raise SystemExit(f"--demos: instructions {unknown} are not Meta-World tasks; pass --tasks")
-    return tuple(by_sentence[t] for t in data.tasks)
+    return tuple(task_of(t) for t in data.tasks)
 
 
 def save(directory: Path, net: BCNet, data: WindowedDataset, camera: str, execute: int) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from f1kit.sim import INSTRUCTIONS, MT10, MT50, instruction, resolve_tasks
+from f1kit.sim import INSTRUCTIONS, MT10, MT50, instruction, resolve_tasks, task_of
 
 
 def test_sets_have_the_benchmark_sizes_and_distinct_sentences() -> None:
@@ -32,3 +32,9 @@ def test_sets_match_metaworld() -> None:
     env_dict = pytest.importorskip("metaworld.env_dict")
     assert set(MT50) == set(env_dict.ALL_V3_ENVIRONMENTS)
     assert tuple(env_dict.MT10_V3) == MT10
+
+
+def test_task_of_inverts_the_instructions() -> None:
+    for task in MT50:
+        assert task_of(instruction(task)) == task
+    assert task_of("fold the laundry") is None

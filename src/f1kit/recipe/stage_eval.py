@@ -25,7 +25,7 @@ from f1kit.data import WindowedDataset
 from f1kit.model import F1, F1Policy
 from f1kit.recipe.evaluation_config import StageEvaluation
 from f1kit.recipe.schema import Recipe, TrainStage
-from f1kit.sim.tasks import INSTRUCTIONS
+from f1kit.sim.tasks import task_of
 from f1kit.train import PeriodicEval
 from foresight import FrameQuality
 
@@ -136,7 +136,7 @@ def _unit(frames: np.ndarray) -> Tensor:
 
 
 def _task_name(sentence: str) -> str:
-    return {v: k for k, v in INSTRUCTIONS.items()}.get(sentence, sentence)
+    return task_of(sentence) or sentence  # Meta-World's name, else the instruction itself
 
 
 def _foresight(model, windows, rows, spec, recipe: Recipe) -> dict[str, float]:

@@ -5,7 +5,15 @@ from f1kit.sim.env import CAMERAS, MetaWorldEnv, layout_seed, load_simulator
 from f1kit.sim.evaluate import EvalConfig, EvalReport, Policy, TaskResult, evaluate, wilson_interval
 from f1kit.sim.expert import ScriptedExpert
 from f1kit.sim.recording import side_by_side, write_rollout
-from f1kit.sim.tasks import INSTRUCTIONS, MT10, MT50, TASK_SETS, instruction, resolve_tasks
+from f1kit.sim.tasks import (
+    INSTRUCTIONS,
+    MT10,
+    MT50,
+    TASK_SETS,
+    instruction,
+    resolve_tasks,
+    task_of,
+)
 
 __all__ = [
     "CAMERAS",
@@ -29,6 +37,7 @@ __all__ = [
     "resolve_tasks",
     "run_expert_episode",
     "side_by_side",
+    "task_of",
     "wilson_interval",
     "write_rollout",
 ]

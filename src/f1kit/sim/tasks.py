@@ -104,3 +104,11 @@ def instruction(task: str) -> str:
     if task not in INSTRUCTIONS:
         raise ValueError(f"task: unknown Meta-World v3 task {task!r}")
     return INSTRUCTIONS[task]
+
+
+def task_of(sentence: str) -> str | None:
+    """The Meta-World v3 task whose instruction is ``sentence``, or None for any other text."""
+    return _TASK_OF.get(sentence)
+
+
+_TASK_OF = {sentence: task for task, sentence in INSTRUCTIONS.items()}
