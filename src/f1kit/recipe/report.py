@@ -271,7 +271,11 @@ def _reconstruction_picture(
     model: F1, data: list, held: np.ndarray, recipe: Recipe, png: Path, rows: int = 4
 ) -> None:
     key = recipe.data.image_keys[model.config.generation.camera]
-    frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in data])[held]
+    # Decode the held-out rows only (a dataset's frames may be PNG- or video-encoded).
+    masks = np.split(held, np.cumsum([len(ds) for ds in data])[:-1])
+    frames = np.concatenate(
+        [ds.frames(key, np.flatnonzero(m)) for ds, m in zip(data, masks, strict=True)]
+    )
     episodes = episode_ids(data)[held]
     now, future = future_pairs(torch.from_numpy(episodes), recipe.data.foresight)
     picks = np.linspace(0, len(now) - 1, rows).astype(int)
