@@ -37,30 +37,83 @@ def decode_png(data: bytes) -> UInt8[np.ndarray, "H W 3"]:
         return np.asarray(img.convert("RGB"))
 
 
+def mp4_pixel_format(height: int, width: int) -> str:
+    """The pixel format ``encode_mp4`` stores an ``height x width`` video in.
+
+    yuv420p, what players expect, when both sides are even; 4:2:0 chroma covers 2 x 2 pixel
+    blocks, so an odd side gets yuv444p (H.264 High 4:4:4) instead of padding, which would change
+    the frame size that info.json declares.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"frame size: expected positive height and width, got {height} x {width}")
+    return "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+
+
+class Mp4Writer:
+    """An H.264 MP4 written a stack of frames at a time (``mp4_pixel_format`` picks yuv420p or
+    yuv444p), so a long video never has to be held in memory.
+
+    Example::
+
+        with Mp4Writer("cam.mp4", fps=10, height=45, width=61) as video:
+            for episode_frames in stacks:
+                video.add(episode_frames)
+    """
+
+    def __init__(self, path: Path | str, fps: int, height: int, width: int, crf: int = 18) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps: expected a positive frame rate, got {fps}")
+        self.pix_fmt = mp4_pixel_format(height, width)
+        self.height, self.width, self.frames = height, width, 0
+        av = importlib.import_module("av")
+        self._av = av
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(path), mode="w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=fps)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = self.pix_fmt
+        self._stream.options = {"crf": str(crf), "threads": "1"}
+        self._stream.thread_count = 1
+
+    def add(self, frames: UInt8[np.ndarray, "t H W 3"]) -> None:
+        """Append ``frames`` (same size as the video's)."""
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(
+                f"frames: expected uint8 (t, {self.height}, {self.width}, 3),"
+                f" got {frames.dtype} {frames.shape}"
+            )
+        for frame in frames:
+            image = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in self._stream.encode(image):
+                self._container.mux(packet)
+        self.frames += len(frames)
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        if self._container is None:
+            return
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def encode_mp4(
     frames: UInt8[np.ndarray, "t H W 3"], path: Path | str, fps: int, crf: int = 18
 ) -> None:
-    """Write frames as an H.264 MP4 (yuv420p; odd sides are padded by one pixel)."""
+    """Write frames as an H.264 MP4 of the same size (see ``mp4_pixel_format``)."""
     if fps <= 0:
         raise ValueError(f"fps: expected a positive frame rate, got {fps}")
     if len(frames) == 0:
         raise ValueError("frames: expected at least one frame, got none")
-    av = importlib.import_module("av")
-    h, w = frames.shape[1:3]
-    # yuv420p needs even sides.
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "threads": "1"}
-        stream.thread_count = 1
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    with Mp4Writer(path, fps, frames.shape[1], frames.shape[2], crf=crf) as video:
+        video.add(frames)
 
 
 def decode_mp4(path: Path | str) -> UInt8[np.ndarray, "t H W 3"]:

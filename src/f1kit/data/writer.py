@@ -7,8 +7,13 @@ frame once into its uint8 cache; so load speed does not decide it. PNG wins on t
 (the foresight target is the exact rendered frame; yuv420p H.264 shifts pixels by ~2-3 levels and
 blurs colour edges), any single frame decodes on its own (``decode="lazy"`` needs no seeking into a
 GOP), and no codec library is needed. MP4 is ~30x smaller on disk (0.14 vs 4.8 kB a frame), which
-matters for large real-robot sets: ``images="video"`` writes MP4 files (one per camera, frames held
-in memory until the end) for those and for tools that expect video.
+matters for large real-robot sets: ``images="video"`` writes MP4 files (one per camera, encoded
+episode by episode) for those and for tools that expect video.
+
+Every feature, index columns and cameras included, gets per-episode ``stats/<feature>/<stat>``
+columns in meta/episodes as LeRobot writes them: LeRobot rebuilds meta/stats.json from those after
+editing a dataset (e.g. ``lerobot-edit-dataset`` deleting episodes), and a feature missing there
+loses its normalisation statistics.
 """
 
 import json
@@ -36,8 +41,8 @@ from f1kit.data.lerobot_layout import (
     data_schema,
     tasks_table,
 )
-from f1kit.data.stats import numeric_stats
-from f1kit.data.video import encode_mp4, encode_png
+from f1kit.data.stats import histogram_stats, numeric_stats, pixel_histogram
+from f1kit.data.video import Mp4Writer, encode_png, mp4_pixel_format
 
 IMAGE_NAMES = ["height", "width", "channels"]
 
@@ -93,7 +98,7 @@ def _features(first: Episode, images: str, names: dict[str, list[str]], fps: int
                 spec["info"] = {
                     "video.fps": fps,
                     "video.codec": "h264",
-                    "video.pix_fmt": "yuv420p",
+                    "video.pix_fmt": mp4_pixel_format(arr.shape[1], arr.shape[2]),
                     "video.height": arr.shape[1],
                     "video.width": arr.shape[2],
                     "video.channels": 3,
@@ -105,31 +110,152 @@ def _features(first: Episode, images: str, names: dict[str, list[str]], fps: int
     return {**features, **INDEX_FEATURES}
 
 
-class _ImageStats:
-    """Running per-channel pixel statistics; quantiles from every 8th frame."""
+class _Writer:
+    """The state of one ``write_dataset`` call: open files, row and task counters, the episode
+    rows of meta/episodes and what the dataset statistics are computed from."""
 
-    def __init__(self) -> None:
-        self.n, self.frames = 0, 0
-        self.total, self.total_sq = np.zeros(3), np.zeros(3)
-        self.lo, self.hi = np.full(3, np.inf), np.full(3, -np.inf)
-        self.sample: list[np.ndarray] = []
+    def __init__(
+        self, root: Path, fps: int, images: str, names: dict[str, list[str]], data_file_mb: float
+    ) -> None:
+        self.root, self.fps, self.images, self.names = root, fps, images, names
+        self.data_file_mb = data_file_mb
+        self.features: dict | None = None
+        self.schema: pa.Schema | None = None
+        self.parquet: pq.ParquetWriter | None = None
+        self.file_no, self.file_bytes, self.row = 0, 0, 0
+        self.tasks: dict[str, int] = {}
+        self.episode_rows: list[dict] = []
+        self.numeric: dict[str, list[np.ndarray]] = {}
+        self.histograms: dict[str, np.ndarray] = {}  # per camera, summed over episodes
+        self.videos: dict[str, Mp4Writer] = {}
 
-    def add(self, frames: np.ndarray) -> None:
-        px = frames.reshape(-1, 3).astype(np.float64) / 255.0
-        self.n += len(px)
-        self.frames += len(frames)
-        self.total += px.sum(0)
-        self.total_sq += (px**2).sum(0)
-        self.lo, self.hi = np.minimum(self.lo, px.min(0)), np.maximum(self.hi, px.max(0))
-        self.sample.append(frames[::8].reshape(-1, 3))
+    def add(self, ep: Episode) -> None:
+        ep_index = len(self.episode_rows)
+        if self.features is None:
+            self.features = _features(ep, self.images, self.names, self.fps)
+            self.schema = data_schema(self.features)
+        features = self.features
+        expected = {k for k in features if k not in INDEX_FEATURES}
+        if set(ep.arrays) != expected:
+            raise ValueError(
+                f"episode {ep_index}: features {sorted(ep.arrays)} != {sorted(expected)}"
+            )
+        for key, arr in ep.arrays.items():
+            if list(arr.shape[1:]) != list(features[key]["shape"]):
+                raise ValueError(
+                    f"episode {ep_index} {key}: expected shape (t, *{features[key]['shape']}),"
+                    f" got {arr.shape}"
+                )
+        t, row = ep.length, self.row
+        task_index = self.tasks.setdefault(ep.task, len(self.tasks))
+        ep_row: dict[str, object] = {"episode_index": ep_index, "tasks": [ep.task], "length": t}
+        columns: dict[str, object] = {}
+        stats: dict[str, dict[str, list]] = {}
+        frame_index = np.arange(t, dtype=np.int64)
+        numeric = {
+            "timestamp": (frame_index / self.fps).astype(np.float32)[:, None],
+            "frame_index": frame_index[:, None],
+            "episode_index": np.full((t, 1), ep_index, dtype=np.int64),
+            "index": np.arange(row, row + t, dtype=np.int64)[:, None],
+            "task_index": np.full((t, 1), task_index, dtype=np.int64),
+        }
+        for key, arr in ep.arrays.items():
+            if is_image_key(key):
+                hist = pixel_histogram(arr)
+                self.histograms[key] = self.histograms.get(key, 0) + hist
+                stats[key] = histogram_stats(hist, t)
+                if self.images == "png":
+                    columns[key] = [{"bytes": encode_png(f), "path": None} for f in arr]
+                else:
+                    ep_row.update(self._add_video(key, arr))
+            else:
+                numeric[key] = arr.astype(features[key]["dtype"])
+        for key, arr in numeric.items():
+            columns[key] = list(arr) if arr.shape[1] > 1 else arr[:, 0]
+            self.numeric.setdefault(key, []).append(arr)
+            stats[key] = numeric_stats(arr)
+        chunk, fidx = self._write_rows(columns)
+        ep_row.update(
+            {
+                "dataset_from_index": row,
+                "dataset_to_index": row + t,
+                "data/chunk_index": chunk,
+                "data/file_index": fidx,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
+            }
+        )
+        for key in features:
+            ep_row.update({f"stats/{key}/{k}": v for k, v in stats[key].items()})
+        self.episode_rows.append(ep_row)
+        self.row += t
 
-    def result(self) -> dict[str, list]:
-        mean = self.total / self.n
-        std = np.sqrt(np.maximum(self.total_sq / self.n - mean**2, 0.0))
-        q01, q99 = np.quantile(np.concatenate(self.sample) / 255.0, [0.01, 0.99], axis=0)
-        out = {"min": self.lo, "max": self.hi, "mean": mean, "std": std, "q01": q01, "q99": q99}
-        stats = {k: [[[float(x)]] for x in v] for k, v in out.items()}
-        return {**stats, "count": [self.frames]}
+    def _write_rows(self, columns: dict[str, object]) -> tuple[int, int]:
+        """Append one episode's rows to the current data file; returns its (chunk, file)."""
+        assert self.schema is not None
+        table = pa.table({n: columns[n] for n in self.schema.names}, schema=self.schema)
+        if self.parquet is not None and self.file_bytes >= self.data_file_mb * 2**20:
+            self.parquet.close()
+            self.parquet, self.file_no, self.file_bytes = None, self.file_no + 1, 0
+        chunk, fidx = chunk_file(self.file_no)
+        if self.parquet is None:
+            path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=fidx)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parquet = pq.ParquetWriter(path, self.schema, compression="zstd")
+        self.parquet.write_table(table)
+        self.file_bytes += table.nbytes
+        return chunk, fidx
+
+    def _add_video(self, key: str, frames: np.ndarray) -> dict[str, object]:
+        """Append an episode's frames to the camera's MP4; returns its meta/episodes columns."""
+        if key not in self.videos:
+            path = self.root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
+            self.videos[key] = Mp4Writer(path, self.fps, frames.shape[1], frames.shape[2])
+        start = self.videos[key].frames
+        self.videos[key].add(frames)
+        return {
+            f"videos/{key}/chunk_index": 0,
+            f"videos/{key}/file_index": 0,
+            f"videos/{key}/from_timestamp": start / self.fps,
+            f"videos/{key}/to_timestamp": (start + len(frames)) / self.fps,
+        }
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        for video in self.videos.values():
+            video.close()
+
+    def write_meta(self, robot_type: str | None) -> None:
+        """meta/episodes, tasks, stats.json and info.json, once every episode is written."""
+        root, features = self.root, self.features
+        episodes_path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
+        episodes_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(self.episode_rows), episodes_path)
+        pq.write_table(tasks_table(list(self.tasks)), root / TASKS_PATH)
+        stats = {
+            key: histogram_stats(self.histograms[key], self.row)
+            if key in self.histograms
+            else numeric_stats(np.concatenate(self.numeric[key]))
+            for key in features
+        }
+        (root / STATS_PATH).write_text(json.dumps(stats, indent=2))
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": robot_type,
+            "total_episodes": len(self.episode_rows),
+            "total_frames": self.row,
+            "total_tasks": len(self.tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": self.data_file_mb,
+            "video_files_size_in_mb": 500,
+            "fps": self.fps,
+            "splits": {"train": f"0:{len(self.episode_rows)}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if self.images == "video" else None,
+            "features": features,
+        }
+        (root / INFO_PATH).write_text(json.dumps(info, indent=2))
 
 
 def write_dataset(
@@ -163,121 +289,13 @@ def write_dataset(
         if not overwrite:
             raise FileExistsError(f"root: {root} exists and is not empty (pass overwrite=True)")
         shutil.rmtree(root)
-    names = names or {}
-
-    features: dict | None = None
-    schema: pa.Schema | None = None
-    writer: pq.ParquetWriter | None = None
-    file_no, file_bytes, row = 0, 0, 0
-    tasks: dict[str, int] = {}
-    episode_rows: list[dict] = []
-    numeric: dict[str, list[np.ndarray]] = {}
-    image_stats: dict[str, _ImageStats] = {}
-    video_frames: dict[str, list[np.ndarray]] = {}
-
-    for ep_index, ep in enumerate(episodes):
-        if features is None:
-            features = _features(ep, images, names, fps)
-            schema = data_schema(features)
-        expected = {k for k, f in features.items() if k not in INDEX_FEATURES}
-        if set(ep.arrays) != expected:
-            raise ValueError(
-                f"episode {ep_index}: features {sorted(ep.arrays)} != {sorted(expected)}"
-            )
-        for key, arr in ep.arrays.items():
-            if list(arr.shape[1:]) != list(features[key]["shape"]):
-                raise ValueError(
-                    f"episode {ep_index} {key}: expected shape (t, *{features[key]['shape']}),"
-                    f" got {arr.shape}"
-                )
-        t = ep.length
-        task_index = tasks.setdefault(ep.task, len(tasks))
-        columns: dict[str, object] = {}
-        for key, arr in ep.arrays.items():
-            if is_image_key(key):
-                image_stats.setdefault(key, _ImageStats()).add(arr)
-                if images == "png":
-                    columns[key] = [{"bytes": encode_png(f), "path": None} for f in arr]
-                else:
-                    video_frames.setdefault(key, []).append(arr)
-            else:
-                arr = arr.astype(features[key]["dtype"])
-                numeric.setdefault(key, []).append(arr)
-                columns[key] = list(arr) if arr.shape[1] > 1 else arr[:, 0]
-        frame_index = np.arange(t, dtype=np.int64)
-        index_cols = {
-            "timestamp": (frame_index / fps).astype(np.float32),
-            "frame_index": frame_index,
-            "episode_index": np.full(t, ep_index, dtype=np.int64),
-            "index": np.arange(row, row + t, dtype=np.int64),
-            "task_index": np.full(t, task_index, dtype=np.int64),
-        }
-        for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
-            numeric.setdefault(key, []).append(index_cols[key][:, None])
-        columns.update(index_cols)
-        table = pa.table({name: columns[name] for name in schema.names}, schema=schema)
-        if writer is not None and file_bytes >= data_file_mb * 2**20:
-            writer.close()
-            writer, file_no, file_bytes = None, file_no + 1, 0
-        chunk, fidx = chunk_file(file_no)
-        if writer is None:
-            path = root / DATA_PATH.format(chunk_index=chunk, file_index=fidx)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(path, schema, compression="zstd")
-        writer.write_table(table)
-        file_bytes += table.nbytes
-        ep_row = {
-            "episode_index": ep_index,
-            "tasks": [ep.task],
-            "length": t,
-            "dataset_from_index": row,
-            "dataset_to_index": row + t,
-            "data/chunk_index": chunk,
-            "data/file_index": fidx,
-        }
-        for key in video_frames:
-            start = sum(len(a) for a in video_frames[key][:-1])
-            ep_row[f"videos/{key}/chunk_index"] = 0
-            ep_row[f"videos/{key}/file_index"] = 0
-            ep_row[f"videos/{key}/from_timestamp"] = start / fps
-            ep_row[f"videos/{key}/to_timestamp"] = (start + t) / fps
-        ep_row["meta/episodes/chunk_index"] = 0
-        ep_row["meta/episodes/file_index"] = 0
-        for key, arr in ep.arrays.items():
-            if not is_image_key(key):
-                for stat, value in numeric_stats(arr).items():
-                    ep_row[f"stats/{key}/{stat}"] = value
-        episode_rows.append(ep_row)
-        row += t
-
-    if features is None or writer is None:
+    out = _Writer(root, fps, images, names or {}, data_file_mb)
+    try:
+        for ep in episodes:
+            out.add(ep)
+    finally:
+        out.close()  # on errors too: no encoder or parquet writer left open
+    if not out.episode_rows:
         raise ValueError("episodes: expected at least one episode, got none")
-    writer.close()
-    for key, chunks in video_frames.items():
-        path = root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
-        encode_mp4(np.concatenate(chunks), path, fps)
-
-    episodes_path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
-    episodes_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(episode_rows), episodes_path)
-    pq.write_table(tasks_table(list(tasks)), root / TASKS_PATH)
-    stats = {k: numeric_stats(np.concatenate(v)) for k, v in numeric.items()}
-    stats.update({k: s.result() for k, s in image_stats.items()})
-    (root / STATS_PATH).write_text(json.dumps(stats, indent=2))
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": robot_type,
-        "total_episodes": len(episode_rows),
-        "total_frames": row,
-        "total_tasks": len(tasks),
-        "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": data_file_mb,
-        "video_files_size_in_mb": 500,
-        "fps": fps,
-        "splits": {"train": f"0:{len(episode_rows)}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if images == "video" else None,
-        "features": features,
-    }
-    (root / INFO_PATH).write_text(json.dumps(info, indent=2))
+    out.write_meta(robot_type)
     return root
