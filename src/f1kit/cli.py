@@ -80,6 +80,9 @@ def demos(
     seed: int = typer.Option(0, help="layout seed"),
     workers: int = typer.Option(1, help="processes (0 = one per CPU core)"),
     overwrite: bool = typer.Option(False, help="replace an existing dataset folder"),
+    video: bool = typer.Option(
+        False, "--video", help="store cameras as MP4 files (H.264) instead of PNG in the parquet"
+    ),
 ) -> None:
     """Generate scripted-expert Meta-World demos (only successes kept) into a dataset folder."""
     from f1kit.sim import DemoConfig, generate_demos
@@ -93,7 +96,8 @@ def demos(
             seed=seed,
             workers=workers,
         )
-        result = generate_demos(config, out, overwrite=overwrite)
+        images = "video" if video else "png"
+        result = generate_demos(config, out, overwrite=overwrite, images=images)
     except (ValueError, FileExistsError) as err:
         raise typer.BadParameter(str(err)) from None
     for task in config.tasks:

@@ -1,12 +1,13 @@
 """Expert demonstrations (f1kit.sim.demos): successful, non-black, deterministic, counted."""
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from f1kit.data import read_dataset
+from f1kit.data import decode_mp4, has_video_codec, read_dataset
 from f1kit.sim import MT10, DemoConfig, MetaWorldEnv, generate_demos, layout_seed
 from tests.f1kit.conftest import DEMO_TASKS
 
@@ -81,3 +82,31 @@ def test_config_errors(tmp_path: Path) -> None:
         DemoConfig(tasks=("reach",))
     with pytest.raises(ValueError, match="max_attempts"):
         DemoConfig(episodes=5, max_attempts=2)
+
+
+@pytest.mark.skipif(not has_video_codec(), reason="needs PyAV with libx264")
+def test_demos_command_writes_mp4_cameras_with_video(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from f1kit.cli import app
+
+    args = ["demos", "--tasks", "reach-v3", "--episodes", "1", "--size", "15", "--seed", "3"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, str(tmp_path / "mp4"), "--video"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "mp4"
+    feature = json.loads((root / "meta/info.json").read_text())["features"]
+    assert feature["observation.images.corner"]["dtype"] == "video"
+    assert feature["observation.images.corner"]["shape"] == [15, 15, 3]
+    frames = decode_mp4(root / "videos/observation.images.corner/chunk-000/file-000.mp4")
+    # The same run stored as PNG holds the frames the MP4 must reproduce, within the codec's error.
+    result = runner.invoke(app, [*args, str(tmp_path / "png")])
+    assert result.exit_code == 0, result.output
+    png = read_dataset(tmp_path / "png")
+    source = png.frames("observation.images.corner", np.arange(len(png)))
+    assert frames.shape == source.shape == (len(png), 15, 15, 3)
+    assert source.mean() > 20  # a rendered scene, not black frames
+    # Measured 5.4 levels at 15 px (yuv444p; 8.4 at 16 px in yuv420p): tiny renders are all edges.
+    assert np.abs(frames.astype(int) - source).mean() < 7.0
+    video = read_dataset(root)
+    np.testing.assert_array_equal(video.numeric["action"], png.numeric["action"])

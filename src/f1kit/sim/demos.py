@@ -21,11 +21,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from rich.progress import Progress
 
-from f1kit.data import Episode, write_dataset
+from f1kit.data import Episode, has_video_codec, write_dataset
 from f1kit.sim.env import MetaWorldEnv, layout_seed
 from f1kit.sim.expert import ScriptedExpert
 from f1kit.sim.tasks import MT10, instruction, resolve_tasks
@@ -145,8 +146,12 @@ def generate_demos(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    images: Literal["png", "video"] = "png",
 ) -> DemoResult:
     """Generate the demos of ``config``; with ``out``, also write them as a LeRobotDataset there.
+
+    ``images`` is how ``write_dataset`` stores the cameras: PNG in the data parquet (lossless, the
+    same bytes for the same seed) or one MP4 per camera (``"video"``, ~30x smaller, needs PyAV).
 
     Example (the CLI's ``f1kit demos``)::
 
@@ -155,6 +160,11 @@ def generate_demos(
     """
     if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=True)")
+    # Checked before any simulation rather than by the writer at the end.
+    if images not in ("png", "video"):
+        raise ValueError(f"images: expected 'png' or 'video', got {images!r}")
+    if images == "video" and config.cameras and not has_video_codec():
+        raise ValueError("images: 'video' needs PyAV with the libx264 encoder (pip install av)")
     start = time.perf_counter()
     workers = config.workers or os.cpu_count() or 1
     results: dict[str, dict[int, tuple[Kept | None, int]]] = {t: {} for t in config.tasks}
@@ -213,7 +223,13 @@ def generate_demos(
         try:
             stream = (_load(item, task) for item, task in ordered)
             write_dataset(
-                out, stream, fps=fps, robot_type="sawyer", names=FEATURE_NAMES, overwrite=overwrite
+                out,
+                stream,
+                fps=fps,
+                images=images,
+                robot_type="sawyer",
+                names=FEATURE_NAMES,
+                overwrite=overwrite,
             )
         finally:
             scratch.cleanup()
