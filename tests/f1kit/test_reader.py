@@ -154,3 +154,38 @@ def test_errors_name_the_problem(tmp_path: Path, coded_dataset: object) -> None:
         read_dataset(root, decode="sometimes")
     with pytest.raises(KeyError, match="image key"):
         read_dataset(root).frames("observation.images.other", np.array([0]))
+
+
+def test_reads_the_scalar_column_types_lerobot_uses(tmp_path: Path) -> None:
+    """bool ``next.done``, float32 ``next.reward``, a bool vector, and the float32/int64 index
+    columns: numeric as float32 0/1, and ``episode`` gives each back in its stored dtype."""
+    root = write_dataset(tmp_path / "ds", coded_episodes([3, 4]), fps=10)
+    path = root / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    episode = table["episode_index"].to_numpy()
+    done = np.r_[episode[1:] != episode[:-1], True]
+    reward = np.linspace(0.0, 1.0, len(done), dtype=np.float32)
+    grip = np.stack([done, ~done], axis=1)
+    table = table.append_column("next.done", pa.array(done, pa.bool_()))
+    table = table.append_column("next.reward", pa.array(reward, pa.float32()))
+    table = table.append_column("gripper.closed", pa.array(list(grip), pa.list_(pa.bool_(), 2)))
+    pq.write_table(table, path)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
+    info["features"]["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+    info["features"]["gripper.closed"] = {"dtype": "bool", "shape": [2], "names": ["l", "r"]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+    ds = read_dataset(root)
+    assert ds.numeric["next.done"].dtype == np.float32
+    np.testing.assert_array_equal(ds.numeric["next.done"][:, 0], done.astype(np.float32))
+    np.testing.assert_array_equal(ds.numeric["next.reward"][:, 0], reward)
+    np.testing.assert_array_equal(ds.numeric["gripper.closed"], grip.astype(np.float32))
+    assert ds.frame_index.tolist() == [0, 1, 2, 0, 1, 2, 3]
+    assert ds.task_index.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    last = ds.episode(1)
+    assert last.arrays["next.done"].dtype == np.bool_
+    assert last.arrays["next.done"][:, 0].tolist() == [False, False, False, True]
+    assert last.arrays["gripper.closed"].dtype == np.bool_
+    assert last.arrays["next.reward"].dtype == np.float32
+    np.testing.assert_allclose(ds.stats["next.done"]["mean"], [2 / 7])

@@ -7,11 +7,16 @@ images as parquet Image structs (bytes or a relative path) or as MP4 files under
 Decoded frames are cached as uint8 (``decode="eager"``, the default: ``N * H * W * 3`` bytes per
 camera, e.g. 110 MB for 9k frames at 64 px) so sampling never waits on a codec; ``decode="lazy"``
 keeps only the PNG bytes in memory and decodes the frames a sample asks for.
+
+What LeRobot guarantees is checked on load (``DatasetFormatError`` naming the file otherwise):
+``frame_index`` counts 0..n-1 within each episode and ``index`` is unique and steps by one within
+an episode, every ``task_index`` is a row of the tasks table, columns match info.json's shapes,
+image paths stay inside the dataset folder.
 """
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,42 +25,134 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from jaxtyping import UInt8
 
+from f1kit.data.info import (
+    VISUAL_DTYPES,
+    DatasetFormatError,
+    feature_column,
+    frame_size_error,
+    image_size,
+    load_info,
+)
 from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH, STATS_PATH, TASKS_PATH, VIDEO_PATH
 from f1kit.data.stats import image_stats, numeric_stats
 from f1kit.data.video import decode_mp4, decode_png
 from f1kit.data.writer import Episode
 
 
-class DatasetFormatError(ValueError):
-    """A dataset folder that does not follow the LeRobotDataset layout."""
+class _Rows:
+    """Which data file each row of the concatenated, index-sorted table came from."""
+
+    def __init__(self, files: list[Path], counts: list[int]) -> None:
+        self.files = files
+        self.file_of = np.repeat(np.arange(len(files)), counts)
+
+    def take(self, order: np.ndarray) -> None:
+        self.file_of = self.file_of[order]
+
+    def files_of(self, rows: np.ndarray | Sequence[int] | slice) -> str:
+        """The data files holding ``rows``, for error messages (at most three named)."""
+        names = [str(self.files[i]) for i in np.unique(self.file_of[rows])]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _read_tasks(root: Path) -> list[str]:
+def _preview(values: np.ndarray, n: int = 8) -> str:
+    head = ", ".join(str(v) for v in values[:n].tolist())
+    return f"[{head}{', ...' if len(values) > n else ''}]"
+
+
+def _read_tasks(root: Path) -> tuple[list[str], Path]:
+    """Task sentences by task_index, and the file they came from."""
     path = root / TASKS_PATH
     if path.exists():
         table = pq.read_table(path)
         name = "task" if "task" in table.column_names else "__index_level_0__"
         if name not in table.column_names or "task_index" not in table.column_names:
             raise DatasetFormatError(f"{path}: expected columns task_index and task (or an index)")
-        pairs = zip(table["task_index"].to_pylist(), table[name].to_pylist(), strict=True)
-    elif (root / "meta/tasks.jsonl").exists():
-        rows = [json.loads(x) for x in (root / "meta/tasks.jsonl").read_text().splitlines() if x]
-        pairs = ((r["task_index"], r["task"]) for r in rows)
+        indices, tasks = table["task_index"].to_pylist(), table[name].to_pylist()
+    elif (path := root / "meta/tasks.jsonl").exists():
+        try:
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            indices, tasks = [r["task_index"] for r in rows], [r["task"] for r in rows]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DatasetFormatError(
+                f"{path}: expected JSON lines with task_index and task ({err!r})"
+            ) from err
     else:
-        raise DatasetFormatError(f"{root}: no meta/tasks.parquet (or meta/tasks.jsonl)")
-    by_index = dict(pairs)
-    return [by_index[i] for i in range(len(by_index))]
+        raise DatasetFormatError(f"{root}: no {TASKS_PATH} (or meta/tasks.jsonl)")
+    # A gap or a repeat would silently shift or drop the task of every later index.
+    if sorted(indices) != list(range(len(indices))):
+        raise DatasetFormatError(
+            f"{path}: task_index: expected 0..{len(indices) - 1}, each once, got {indices}"
+        )
+    by_index = dict(zip(indices, tasks, strict=True))
+    return [by_index[i] for i in range(len(indices))], path
 
 
-def _image_column(column: pa.ChunkedArray, root: Path) -> list[bytes]:
-    out = []
-    for cell in column.to_pylist():
+def _check_rows(
+    index: np.ndarray, episode_index: np.ndarray, frame_index: np.ndarray | None, rows: _Rows
+) -> np.ndarray:
+    """``(E, 2)`` episode row ranges of index-sorted rows, after LeRobot's numbering rules.
+
+    LeRobot writes ``index`` as one global count and ``frame_index`` as 0..n-1 per episode; a
+    repeat or a gap means lost or doubled frames, which windows would silently step across.
+    """
+    repeated = index[1:] == index[:-1]
+    if repeated.any():
+        values = np.unique(index[1:][repeated])
+        bad = np.flatnonzero(np.isin(index, values))
+        raise DatasetFormatError(
+            f"{rows.files_of(bad)}: index: duplicate values {_preview(values)}; expected each"
+            " frame's global index once"
+        )
+    starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
+    bounds = np.stack([starts, np.r_[starts[1:], len(episode_index)]], axis=1)
+    if len(np.unique(episode_index)) != len(starts):
+        raise DatasetFormatError(
+            f"{rows.files_of(slice(None))}: episode rows are not contiguous in index order"
+        )
+    lengths = bounds[:, 1] - bounds[:, 0]
+    within = np.arange(len(index)) - np.repeat(starts, lengths)
+    # Both counted from the episode's first row: frame_index from 0, index from its first value.
+    counts = {"index": index - np.repeat(index[starts], lengths), "frame_index": frame_index}
+    raw = {"index": index, "frame_index": frame_index}
+    for name, got in counts.items():
+        wrong = np.flatnonzero(got != within) if got is not None else []
+        if len(wrong):
+            lo, hi = bounds[np.searchsorted(starts, wrong[0], side="right") - 1]
+            first = 0 if name == "frame_index" else index[lo]
+            raise DatasetFormatError(
+                f"{rows.files_of(slice(lo, hi))}: episode {episode_index[lo]}: {name}: expected"
+                f" {first}..{first + hi - lo - 1} in index order, got {_preview(raw[name][lo:hi])}"
+            )
+    return bounds
+
+
+def _inside(root: Path, relative: str, where: str) -> Path:
+    """``root / relative`` if it resolves (symlinks followed) to a file under resolved ``root``."""
+    # A dataset is untrusted input: a path like ../../etc/x or /abs/x would read any file we can.
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise DatasetFormatError(
+            f"{where}: path {relative!r} resolves to {path}, outside the dataset root {root}"
+        )
+    if not path.is_file():
+        raise DatasetFormatError(f"{where}: path {relative!r}: expected a file, found none")
+    return path
+
+
+def _image_column(column: pa.ChunkedArray, key: str, root: Path, rows: _Rows) -> list[bytes]:
+    """The encoded image of every row: the cell's bytes, or the file its path names."""
+    out, base = [], root.resolve()
+    for r, cell in enumerate(column.to_pylist()):
         if isinstance(cell, dict) and cell.get("bytes") is not None:
             out.append(cell["bytes"])
         elif isinstance(cell, dict) and cell.get("path"):
-            out.append((root / cell["path"]).read_bytes())
+            where = f"{rows.files_of([r])}: {key} row {r}"
+            out.append(_inside(base, cell["path"], where).read_bytes())
         else:
-            raise DatasetFormatError(f"image column {column}: a cell holds neither bytes nor path")
+            raise DatasetFormatError(
+                f"{rows.files_of([r])}: {key} row {r}: expected bytes or a path, got {cell!r}"
+            )
     return out
 
 
@@ -63,8 +160,9 @@ def _image_column(column: pa.ChunkedArray, root: Path) -> list[bytes]:
 class RobotDataset:
     """A LeRobot-format dataset in memory: numeric features, frames, episode row ranges, tasks.
 
-    ``numeric[key]`` is ``(N, d)`` float32 for every numeric feature; ``episode_bounds`` is
-    ``(E, 2)`` ``[from, to)`` row ranges; ``task_index`` maps rows to ``tasks``.
+    ``numeric[key]`` is ``(N, d)`` float32 for every numeric feature (bools as 0/1);
+    ``episode_bounds`` is ``(E, 2)`` ``[from, to)`` row ranges; ``task_index`` maps rows to
+    ``tasks``.
     """
 
     root: Path
@@ -79,6 +177,7 @@ class RobotDataset:
     image_keys: tuple[str, ...]
     _frames: dict[str, np.ndarray]
     _encoded: dict[str, list[bytes]]
+    _sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def fps(self) -> int:
@@ -98,7 +197,15 @@ class RobotDataset:
         rows = np.asarray(rows, dtype=np.int64)
         if key in self._frames:
             return self._frames[key][rows]
-        return np.stack([decode_png(self._encoded[key][r]) for r in np.asarray(rows).ravel()])
+        out = [decode_png(self._encoded[key][r]) for r in rows.ravel()]
+        # Lazy loading checked only the first frame's size; the rest are checked as decoded.
+        for r, frame in zip(rows.ravel(), out, strict=True):
+            if key in self._sizes and frame.shape[:2] != self._sizes[key]:
+                spec = self.info["features"][key]
+                raise frame_size_error(
+                    f"{self.root} row {r}", key, frame.shape, spec, self._sizes[key]
+                )
+        return np.stack(out)
 
     def episode(self, i: int) -> Episode:
         """Episode ``i`` back as an ``Episode`` (numeric features in their stored dtype)."""
@@ -120,76 +227,89 @@ def read_dataset(
 ) -> RobotDataset:
     """Load a LeRobotDataset v3.0 folder (``image_keys``: cameras to keep, default all).
 
+    Raises ``DatasetFormatError`` naming the file when the folder breaks the layout's rules.
+
     Example: ``ds = read_dataset("out/mt10"); ds.frames("observation.images.corner", [0, 1])``.
     """
     if decode not in ("eager", "lazy"):
         raise ValueError(f"decode: expected 'eager' or 'lazy', got {decode!r}")
     root = Path(root)
-    if not (root / INFO_PATH).exists():
-        raise DatasetFormatError(f"{root}: no {INFO_PATH}; not a LeRobotDataset folder")
-    info = json.loads((root / INFO_PATH).read_text())
-    features: dict[str, dict] = info.get("features", {})
-    for need in ("fps", "features"):
-        if need not in info:
-            raise DatasetFormatError(f"{root / INFO_PATH}: missing {need!r}")
-    visual = [k for k, f in features.items() if f["dtype"] in ("image", "video")]
+    info = load_info(root)
+    features: dict[str, dict] = info["features"]
+    for need in ("episode_index", "index"):
+        if need not in features:
+            raise DatasetFormatError(f"{root / INFO_PATH}: features: missing {need!r}")
+    visual = [k for k, f in features.items() if f["dtype"] in VISUAL_DTYPES]
     keys = tuple(visual if image_keys is None else image_keys)
     missing = [k for k in keys if k not in visual]
     if missing:
         raise DatasetFormatError(f"image_keys: {missing} not among the dataset's images {visual}")
+    sizes = {k: image_size(features[k], k, root / INFO_PATH) for k in keys}
 
     files = sorted((root / "data").glob("*/*.parquet"))
     if not files:
         raise DatasetFormatError(f"{root}: no data/chunk-*/file-*.parquet files")
-    wanted = [k for k, f in features.items() if f["dtype"] not in ("image", "video", "string")]
-    wanted += [k for k in keys if features[k]["dtype"] == "image"]
-    table = pa.concat_tables(pq.read_table(f, columns=wanted) for f in files)
-    for need in ("episode_index", "index"):
-        if need not in table.column_names:
-            raise DatasetFormatError(f"{root}: data parquet lacks the {need!r} column")
-    order = np.argsort(table["index"].to_numpy(), kind="stable")
-    table = table.take(order)
+    numeric_keys = [k for k, f in features.items() if f["dtype"] not in (*VISUAL_DTYPES, "string")]
+    wanted = numeric_keys + [k for k in keys if features[k]["dtype"] == "image"]
+    tables = []
+    for f in files:
+        names = pq.read_schema(f).names
+        absent = [k for k in wanted if k not in names]
+        if absent:
+            raise DatasetFormatError(
+                f"{f}: expected the columns {absent} that {INFO_PATH} lists, got {names}"
+            )
+        tables.append(pq.read_table(f, columns=wanted))
+    table = pa.concat_tables(tables)
+    if table.num_rows == 0:
+        raise DatasetFormatError(f"{root / 'data'}: expected frames, got data files with no rows")
+    rows = _Rows(files, [t.num_rows for t in tables])
+    index = feature_column(table, "index", features["index"], rows.files_of)[:, 0].astype(np.int64)
+    order = np.argsort(index, kind="stable")
+    table, index = table.take(order), index[order]
+    rows.take(order)
+    column = {k: feature_column(table, k, features[k], rows.files_of) for k in numeric_keys}
 
-    episode_index = table["episode_index"].to_numpy().astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
-    bounds = np.stack([starts, np.r_[starts[1:], len(episode_index)]], axis=1)
-    if len(np.unique(episode_index)) != len(starts):
-        raise DatasetFormatError(f"{root}: episode rows are not contiguous in index order")
-    frame_index = (
-        table["frame_index"].to_numpy().astype(np.int64)
-        if "frame_index" in table.column_names
-        else np.concatenate([np.arange(hi - lo) for lo, hi in bounds])
-    )
+    episode_index = column["episode_index"][:, 0].astype(np.int64)
+    frame_index = column["frame_index"][:, 0].astype(np.int64) if "frame_index" in column else None
+    bounds = _check_rows(index, episode_index, frame_index, rows)
+    if frame_index is None:
+        frame_index = np.concatenate([np.arange(hi - lo) for lo, hi in bounds])
+    tasks, tasks_path = _read_tasks(root)
     task_index = (
-        table["task_index"].to_numpy().astype(np.int64)
-        if "task_index" in table.column_names
+        column["task_index"][:, 0].astype(np.int64)
+        if "task_index" in column
         else np.zeros(len(episode_index), dtype=np.int64)
     )
-
-    numeric = {}
-    for key in wanted:
-        if key in INDEX_FEATURES or features[key]["dtype"] == "image":
-            continue
-        col = table[key].combine_chunks()
-        if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
-            arr = np.stack(col.to_numpy(zero_copy_only=False))
-        else:
-            arr = col.to_numpy()[:, None]
-        numeric[key] = arr.astype(np.float32)
+    bad = np.flatnonzero((task_index < 0) | (task_index >= len(tasks)))
+    if len(bad):
+        raise DatasetFormatError(
+            f"{rows.files_of(bad)}: task_index: expected 0..{len(tasks) - 1} (the {len(tasks)}"
+            f" tasks of {tasks_path}), got {_preview(np.unique(task_index[bad]))}"
+        )
+    numeric = {k: v.astype(np.float32) for k, v in column.items() if k not in INDEX_FEATURES}
 
     frames: dict[str, np.ndarray] = {}
     encoded: dict[str, list[bytes]] = {}
     for key in keys:
-        h, w = (int(x) for x in features[key]["shape"][:2])
         if features[key]["dtype"] == "image":
-            encoded[key] = _image_column(table[key], root)
+            encoded[key] = _image_column(table[key], key, root, rows)
+            # Lazy decoding checks the first frame's size here and the others in `frames`.
+            decoded = [decode_png(b) for b in encoded[key][: None if decode == "eager" else 1]]
+            for r, frame in enumerate(decoded):
+                if frame.shape[:2] != sizes[key]:
+                    where = f"{rows.files_of([r])} row {r}"
+                    raise frame_size_error(where, key, frame.shape, features[key], sizes[key])
             if decode == "eager":
-                frames[key] = np.stack([decode_png(b) for b in encoded[key]])
+                frames[key] = np.stack(decoded)
         else:
-            frames[key] = _video_frames(root, info, key, bounds, episode_index)[:, :h, :w]
+            frames[key] = _video_frames(root, info, key, bounds, episode_index, sizes[key])
 
     stats_path = root / STATS_PATH
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    try:
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{stats_path}: expected JSON, got invalid JSON ({err})") from err
     # Only what stats.json lacks is computed (quantiles over every pixel are not free).
     for key, arr in numeric.items():
         if key not in stats:
@@ -201,7 +321,7 @@ def read_dataset(
         root=root,
         info=info,
         stats=stats,
-        tasks=_read_tasks(root),
+        tasks=tasks,
         numeric=numeric,
         episode_index=episode_index,
         frame_index=frame_index,
@@ -210,11 +330,17 @@ def read_dataset(
         image_keys=keys,
         _frames=frames,
         _encoded=encoded,
+        _sizes=sizes,
     )
 
 
 def _video_frames(
-    root: Path, info: dict, key: str, bounds: np.ndarray, episode_index: np.ndarray
+    root: Path,
+    info: dict,
+    key: str,
+    bounds: np.ndarray,
+    episode_index: np.ndarray,
+    size: tuple[int, int],
 ) -> np.ndarray:
     """Frames of a ``video`` feature for every row, cut from the MP4 files per episode."""
     files = sorted((root / "meta/episodes").glob("*/*.parquet"))
@@ -227,16 +353,24 @@ def _video_frames(
     decoded: dict[Path, np.ndarray] = {}
     out = []
     for lo, hi in bounds:
-        ep = by_episode[int(episode_index[lo])]
-        path = root / template.format(
+        e = int(episode_index[lo])
+        if e not in by_episode:
+            raise DatasetFormatError(f"{files[0].parent.parent}: no row for episode {e}")
+        ep = by_episode[e]
+        relative = template.format(
             video_key=key,
             chunk_index=int(ep.get(f"videos/{key}/chunk_index", 0)),
             file_index=int(ep.get(f"videos/{key}/file_index", 0)),
         )
+        path = _inside(root.resolve(), relative, f"{root / INFO_PATH}: video_path of {key}")
         if path not in decoded:
             decoded[path] = decode_mp4(path)
+            got = decoded[path].shape[1:3]
+            # Encoders pad odd sides by one pixel (yuv420p needs even ones): crop that, no more.
+            if not (0 <= got[0] - size[0] <= 1 and 0 <= got[1] - size[1] <= 1):
+                raise frame_size_error(path, key, got, info["features"][key], size)
         start = round(float(ep.get(f"videos/{key}/from_timestamp", 0.0)) * fps)
-        clip = decoded[path][start : start + (hi - lo)]
+        clip = decoded[path][start : start + (hi - lo), : size[0], : size[1]]
         if len(clip) != hi - lo:
             raise DatasetFormatError(
                 f"{path}: expected {hi - lo} frames from {start}, got {len(clip)}"
