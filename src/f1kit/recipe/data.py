@@ -118,6 +118,7 @@ def frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> l
             parts.append(model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16))
         codes.append(np.concatenate(parts))
     if is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)  # only Meta-World runs made it before
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **{f"d{i}": c for i, c in enumerate(codes)})
         os.replace(tmp, path)
