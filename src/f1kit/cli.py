@@ -214,11 +214,16 @@ def version() -> None:
 _SET_HELP = "override KEY.PATH=VALUE (YAML value), repeatable: --set stages.1.steps=10"
 
 
-def _load_or_exit(file: Path, overrides: list[str] | None):  # -> Recipe (imported lazily)
-    from f1kit.recipe import RecipeError, load_recipe
+def _load_or_exit(file: Path, overrides: list[str] | None, open_data: bool = False):  # -> Recipe
+    """The recipe at ``file``, or exit 2 listing every problem; ``open_data`` also holds its local
+    datasets' metadata against it (`f1kit.recipe.dataset_checks`)."""
+    from f1kit.recipe import RecipeError, check_datasets, load_recipe
 
     try:
-        return load_recipe(file, overrides or ())
+        recipe = load_recipe(file, overrides or ())
+        if open_data:
+            check_datasets(recipe, str(file))
+        return recipe
     except RecipeError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(INVALID_RECIPE) from None
@@ -229,8 +234,9 @@ def recipe_validate(
     file: Path = typer.Argument(..., help="recipe YAML file"),
     overrides: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
 ) -> None:
-    """Check a recipe (schema and cross-stage rules); exit 2 listing every problem."""
-    recipe = _load_or_exit(file, overrides)
+    """Check a recipe (schema, cross-stage rules, and its local datasets' metadata against the
+    model and stages); exit 2 listing every problem."""
+    recipe = _load_or_exit(file, overrides, open_data=True)
     typer.echo(f"ok: {recipe.name}, {len(recipe.stages)} stages")
 
 
@@ -255,7 +261,7 @@ def recipe_run(
     ),
 ) -> None:
     """Run every stage of a recipe: data, training stages, evaluation, report."""
-    recipe = _load_or_exit(file, overrides)  # nothing is written before this passes
+    recipe = _load_or_exit(file, overrides, open_data=True)  # nothing is written before this
     from f1kit.recipe.run import run_recipe
 
     out = run_recipe(recipe, output_dir=output or recipe.output_dir(), resume=resume)

@@ -1,5 +1,6 @@
 """Robot datasets in the LeRobotDataset v3.0 layout, F1's training window and weighted sampling."""
 
+from f1kit.data.metadata import DatasetMetadata, read_metadata
 from f1kit.data.processor import (
     EMBODIMENT,
     POSTPROCESSOR,
@@ -25,6 +26,7 @@ __all__ = [
     "POSTPROCESSOR",
     "PREPROCESSOR",
     "DatasetFormatError",
+    "DatasetMetadata",
     "Episode",
     "NormalizeStep",
     "Processor",
@@ -48,5 +50,6 @@ __all__ = [
     "make_processors",
     "numeric_stats",
     "read_dataset",
+    "read_metadata",
     "write_dataset",
 ]

@@ -14,7 +14,6 @@ an episode, every ``task_index`` is a row of the tasks table, columns match info
 image paths stay inside the dataset folder.
 """
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,8 @@ from f1kit.data.info import (
     image_size,
     load_info,
 )
-from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH, STATS_PATH, TASKS_PATH, VIDEO_PATH
+from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH, VIDEO_PATH
+from f1kit.data.metadata import read_stats, read_tasks
 from f1kit.data.stats import image_stats, numeric_stats
 from f1kit.data.video import decode_mp4, decode_png
 from f1kit.data.writer import Episode
@@ -58,34 +58,6 @@ class _Rows:
 def _preview(values: np.ndarray, n: int = 8) -> str:
     head = ", ".join(str(v) for v in values[:n].tolist())
     return f"[{head}{', ...' if len(values) > n else ''}]"
-
-
-def _read_tasks(root: Path) -> tuple[list[str], Path]:
-    """Task sentences by task_index, and the file they came from."""
-    path = root / TASKS_PATH
-    if path.exists():
-        table = pq.read_table(path)
-        name = "task" if "task" in table.column_names else "__index_level_0__"
-        if name not in table.column_names or "task_index" not in table.column_names:
-            raise DatasetFormatError(f"{path}: expected columns task_index and task (or an index)")
-        indices, tasks = table["task_index"].to_pylist(), table[name].to_pylist()
-    elif (path := root / "meta/tasks.jsonl").exists():
-        try:
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            indices, tasks = [r["task_index"] for r in rows], [r["task"] for r in rows]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DatasetFormatError(
-                f"{path}: expected JSON lines with task_index and task ({err!r})"
-            ) from err
-    else:
-        raise DatasetFormatError(f"{root}: no {TASKS_PATH} (or meta/tasks.jsonl)")
-    # A gap or a repeat would silently shift or drop the task of every later index.
-    if sorted(indices) != list(range(len(indices))):
-        raise DatasetFormatError(
-            f"{path}: task_index: expected 0..{len(indices) - 1}, each once, got {indices}"
-        )
-    by_index = dict(zip(indices, tasks, strict=True))
-    return [by_index[i] for i in range(len(indices))], path
 
 
 def _check_rows(
@@ -275,7 +247,7 @@ def read_dataset(
     bounds = _check_rows(index, episode_index, frame_index, rows)
     if frame_index is None:
         frame_index = np.concatenate([np.arange(hi - lo) for lo, hi in bounds])
-    tasks, tasks_path = _read_tasks(root)
+    tasks, tasks_path = read_tasks(root)
     task_index = (
         column["task_index"][:, 0].astype(np.int64)
         if "task_index" in column
@@ -305,11 +277,7 @@ def read_dataset(
         else:
             frames[key] = _video_frames(root, info, key, bounds, episode_index, sizes[key])
 
-    stats_path = root / STATS_PATH
-    try:
-        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(f"{stats_path}: expected JSON, got invalid JSON ({err})") from err
+    stats = read_stats(root)
     # Only what stats.json lacks is computed (quantiles over every pixel are not free).
     for key, arr in numeric.items():
         if key not in stats:

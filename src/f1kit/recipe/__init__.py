@@ -1,5 +1,6 @@
 """Recipes: a whole F1 run (data, model, stages) as one validated YAML file."""
 
+from f1kit.recipe.dataset_checks import check_datasets, dataset_problems
 from f1kit.recipe.evaluation_config import StageEvaluation
 from f1kit.recipe.fields import Problems, RecipeError
 from f1kit.recipe.loading import (
@@ -33,6 +34,8 @@ __all__ = [
     "TokenizerStage",
     "TrainStage",
     "apply_overrides",
+    "check_datasets",
+    "dataset_problems",
     "load_recipe",
     "parse_yaml",
     "recipe_from_dict",

@@ -36,6 +36,7 @@ from f1kit.recipe.data import (
     generation_key,
     processors,
 )
+from f1kit.recipe.dataset_checks import check_datasets
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import EvalStage, Recipe, TokenizerStage, TrainStage
 from f1kit.recipe.stage_eval import recipe_policy, stage_evaluation
@@ -63,6 +64,7 @@ def run_recipe(
 ) -> Path:
     """Run every stage of ``recipe``; returns the run directory (holding ``report.md``)."""
     out = Path(output_dir) if output_dir is not None else recipe.output_dir()
+    check_datasets(recipe)  # before anything is written: a mismatch found late leaves a half-run
     dist = init_distributed()
     if is_main():
         if out.exists() and any(out.iterdir()) and not resume:
@@ -181,12 +183,9 @@ class StageData(torch.utils.data.Subset):
 
 def _stage_data(windows: WindowedDataset, stage: TrainStage, held: np.ndarray) -> StageData:
     groups = windows.groups("task")
-    if stage.tasks is None:
+    wanted = stage.task_sentences()
+    if wanted is None:
         return StageData(windows, np.flatnonzero(~held))
-    from f1kit.sim import INSTRUCTIONS
-
-    # Meta-World names map to the instructions the demos carry; other datasets name tasks by text.
-    wanted = {INSTRUCTIONS.get(t, t) for t in stage.tasks}
     keep = [i for i, task in enumerate(windows.tasks) if task in wanted]
     if len(keep) != len(wanted):
         raise ValueError(

@@ -43,7 +43,7 @@ from f1kit.recipe.fields import (
     check_tasks,
 )
 from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
-from f1kit.sim import CAMERAS, DemoConfig, EvalConfig, resolve_tasks
+from f1kit.sim import CAMERAS, INSTRUCTIONS, DemoConfig, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
 
@@ -206,6 +206,13 @@ class TrainStage(Section):
     num_workers: NonNegative = 0
     # Evaluation during the stage, the best weights kept, early stopping (evaluation_config.py).
     evaluate: StageEvaluation | None = None
+
+    def task_sentences(self) -> set[str] | None:
+        """The instructions of ``tasks`` as the data stores them (Meta-World names map to their
+        sentences; other datasets name tasks by their text); None = all the data's tasks."""
+        if self.tasks is None:
+            return None
+        return {INSTRUCTIONS.get(t, t) for t in self.tasks}
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainStage":
