@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -141,3 +142,23 @@ def test_video_files_have_the_size_info_json_declares(tmp_path: Path) -> None:
     back = read_dataset(root).frames("observation.images.c", np.arange(7))
     source = np.concatenate([e.arrays["observation.images.c"] for e in episodes])
     assert back.shape == source.shape and np.abs(back.astype(int) - source).mean() < 3.0
+
+
+def test_bool_features_are_stored_as_bool_and_read_back(tmp_path: Path) -> None:
+    t = 6
+    done = np.arange(t) == t - 1
+    ep = Episode(
+        "stack",
+        {
+            "observation.state": np.zeros((t, 2), np.float32),
+            "action": np.zeros((t, 2), np.float32),
+            "next.done": done[:, None],
+        },
+    )
+    root = write_dataset(tmp_path / "ds", [ep], fps=10)
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["features"]["next.done"]["dtype"] == "bool"  # as LeRobot declares it
+    table = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    assert table.schema.field("next.done").type == pa.bool_()
+    back = read_dataset(root).episode(0).arrays["next.done"]
+    assert back.dtype == np.bool_ and np.array_equal(back[:, 0], done)

@@ -4,9 +4,12 @@ Works on what ``write_dataset`` writes and on datasets from other tools that use
 images as parquet Image structs (bytes or a relative path) or as MP4 files under ``videos/``;
 ``tasks.parquet`` with the task as a column or as the pandas index (v2.1's ``tasks.jsonl`` too).
 
-Decoded frames are cached as uint8 (``decode="eager"``, the default: ``N * H * W * 3`` bytes per
-camera, e.g. 110 MB for 9k frames at 64 px) so sampling never waits on a codec; ``decode="lazy"``
-keeps only the PNG bytes in memory and decodes the frames a sample asks for.
+``decode="eager"`` caches every frame decoded as uint8 (``N * H * W * 3`` bytes per camera, e.g.
+110 MB for 9k frames at 64 px), so sampling never waits on a codec. ``decode="lazy"`` keeps only
+the PNG bytes in memory and decodes the frames a sample asks for; MP4 cameras are decoded an
+episode at a time when a sample touches it (`f1kit.data.clips`). ``decode="auto"`` (the default)
+is eager up to ``EAGER_LIMIT_BYTES`` of decoded frames and lazy past it: MT10 x 100 demos at 256 px
+would be about 30 GB decoded.
 
 What LeRobot guarantees is checked on load (``DatasetFormatError`` naming the file otherwise):
 ``frame_index`` counts 0..n-1 within each episode and ``index`` is unique and steps by one within
@@ -24,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from jaxtyping import UInt8
 
+from f1kit.data.clips import VideoClips, inside
 from f1kit.data.info import (
     VISUAL_DTYPES,
     DatasetFormatError,
@@ -32,11 +36,15 @@ from f1kit.data.info import (
     image_size,
     load_info,
 )
-from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH, VIDEO_PATH
+from f1kit.data.lerobot_layout import INDEX_FEATURES, INFO_PATH
 from f1kit.data.metadata import read_stats, read_tasks
 from f1kit.data.stats import image_stats, numeric_stats
-from f1kit.data.video import decode_mp4, decode_png
+from f1kit.data.video import decode_png
 from f1kit.data.writer import Episode
+
+DECODE_MODES = ("auto", "eager", "lazy")
+# Decoded frames past this size are read lazily under decode="auto" (a quarter of a 16 GB box).
+EAGER_LIMIT_BYTES = 4 * 2**30
 
 
 class _Rows:
@@ -99,19 +107,6 @@ def _check_rows(
     return bounds
 
 
-def _inside(root: Path, relative: str, where: str) -> Path:
-    """``root / relative`` if it resolves (symlinks followed) to a file under resolved ``root``."""
-    # A dataset is untrusted input: a path like ../../etc/x or /abs/x would read any file we can.
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise DatasetFormatError(
-            f"{where}: path {relative!r} resolves to {path}, outside the dataset root {root}"
-        )
-    if not path.is_file():
-        raise DatasetFormatError(f"{where}: path {relative!r}: expected a file, found none")
-    return path
-
-
 def _image_column(column: pa.ChunkedArray, key: str, root: Path, rows: _Rows) -> list[bytes]:
     """The encoded image of every row: the cell's bytes, or the file its path names."""
     out, base = [], root.resolve()
@@ -120,7 +115,7 @@ def _image_column(column: pa.ChunkedArray, key: str, root: Path, rows: _Rows) ->
             out.append(cell["bytes"])
         elif isinstance(cell, dict) and cell.get("path"):
             where = f"{rows.files_of([r])}: {key} row {r}"
-            out.append(_inside(base, cell["path"], where).read_bytes())
+            out.append(inside(base, cell["path"], where).read_bytes())
         else:
             raise DatasetFormatError(
                 f"{rows.files_of([r])}: {key} row {r}: expected bytes or a path, got {cell!r}"
@@ -150,6 +145,7 @@ class RobotDataset:
     _frames: dict[str, np.ndarray]
     _encoded: dict[str, list[bytes]]
     _sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _clips: dict[str, VideoClips] = field(default_factory=dict)  # lazily read MP4 cameras
 
     @property
     def fps(self) -> int:
@@ -169,6 +165,8 @@ class RobotDataset:
         rows = np.asarray(rows, dtype=np.int64)
         if key in self._frames:
             return self._frames[key][rows]
+        if key in self._clips:
+            return self._clips[key].rows(rows)
         out = [decode_png(self._encoded[key][r]) for r in rows.ravel()]
         # Lazy loading checked only the first frame's size; the rest are checked as decoded.
         for r, frame in zip(rows.ravel(), out, strict=True):
@@ -194,7 +192,7 @@ class RobotDataset:
 def read_dataset(
     root: Path | str,
     *,
-    decode: Literal["eager", "lazy"] = "eager",
+    decode: Literal["auto", "eager", "lazy"] = "auto",
     image_keys: tuple[str, ...] | None = None,
 ) -> RobotDataset:
     """Load a LeRobotDataset v3.0 folder (``image_keys``: cameras to keep, default all).
@@ -203,8 +201,8 @@ def read_dataset(
 
     Example: ``ds = read_dataset("out/mt10"); ds.frames("observation.images.corner", [0, 1])``.
     """
-    if decode not in ("eager", "lazy"):
-        raise ValueError(f"decode: expected 'eager' or 'lazy', got {decode!r}")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode: expected one of {DECODE_MODES}, got {decode!r}")
     root = Path(root)
     info = load_info(root)
     features: dict[str, dict] = info["features"]
@@ -261,8 +259,12 @@ def read_dataset(
         )
     numeric = {k: v.astype(np.float32) for k, v in column.items() if k not in INDEX_FEATURES}
 
+    if decode == "auto":
+        decoded_bytes = len(index) * sum(3 * h * w for h, w in sizes.values())
+        decode = "lazy" if decoded_bytes > EAGER_LIMIT_BYTES else "eager"
     frames: dict[str, np.ndarray] = {}
     encoded: dict[str, list[bytes]] = {}
+    clips: dict[str, VideoClips] = {}
     for key in keys:
         if features[key]["dtype"] == "image":
             encoded[key] = _image_column(table[key], key, root, rows)
@@ -275,7 +277,11 @@ def read_dataset(
             if decode == "eager":
                 frames[key] = np.stack(decoded)
         else:
-            frames[key] = _video_frames(root, info, key, bounds, episode_index, sizes[key])
+            clips[key] = VideoClips(root, info, key, bounds, episode_index, sizes[key])
+            if decode == "eager":
+                frames[key] = clips[key].decode_all()
+            else:  # the first episode now, so a size mismatch shows at load as when eager
+                clips[key].episode(0)
 
     stats = read_stats(root)
     # Only what stats.json lacks is computed (quantiles over every pixel are not free).
@@ -299,49 +305,5 @@ def read_dataset(
         _frames=frames,
         _encoded=encoded,
         _sizes=sizes,
+        _clips=clips,
     )
-
-
-def _video_frames(
-    root: Path,
-    info: dict,
-    key: str,
-    bounds: np.ndarray,
-    episode_index: np.ndarray,
-    size: tuple[int, int],
-) -> np.ndarray:
-    """Frames of a ``video`` feature for every row, cut from the MP4 files per episode."""
-    files = sorted((root / "meta/episodes").glob("*/*.parquet"))
-    if not files:
-        raise DatasetFormatError(f"{root}: video feature {key} needs meta/episodes/*.parquet")
-    meta = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
-    by_episode = {int(r["episode_index"]): r for r in meta}
-    template = info.get("video_path") or VIDEO_PATH
-    fps = float(info["fps"])
-    decoded: dict[Path, np.ndarray] = {}
-    out = []
-    for lo, hi in bounds:
-        e = int(episode_index[lo])
-        if e not in by_episode:
-            raise DatasetFormatError(f"{files[0].parent.parent}: no row for episode {e}")
-        ep = by_episode[e]
-        relative = template.format(
-            video_key=key,
-            chunk_index=int(ep.get(f"videos/{key}/chunk_index", 0)),
-            file_index=int(ep.get(f"videos/{key}/file_index", 0)),
-        )
-        path = _inside(root.resolve(), relative, f"{root / INFO_PATH}: video_path of {key}")
-        if path not in decoded:
-            decoded[path] = decode_mp4(path)
-            got = decoded[path].shape[1:3]
-            # Encoders pad odd sides by one pixel (yuv420p needs even ones): crop that, no more.
-            if not (0 <= got[0] - size[0] <= 1 and 0 <= got[1] - size[1] <= 1):
-                raise frame_size_error(path, key, got, info["features"][key], size)
-        start = round(float(ep.get(f"videos/{key}/from_timestamp", 0.0)) * fps)
-        clip = decoded[path][start : start + (hi - lo), : size[0], : size[1]]
-        if len(clip) != hi - lo:
-            raise DatasetFormatError(
-                f"{path}: expected {hi - lo} frames from {start}, got {len(clip)}"
-            )
-        out.append(clip)
-    return np.concatenate(out)

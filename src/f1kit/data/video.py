@@ -127,3 +127,28 @@ def decode_mp4(path: Path | str) -> UInt8[np.ndarray, "t H W 3"]:
     if not frames:
         raise ValueError(f"{path}: the video holds no frames")
     return np.stack(frames)
+
+
+def decode_mp4_clip(
+    path: Path | str, start: int, count: int, fps: float
+) -> UInt8[np.ndarray, "t H W 3"]:
+    """Frames ``start .. start + count - 1`` of a constant-rate video, seeking to the keyframe
+    before ``start`` instead of decoding the file from its beginning (what a lazily read dataset
+    asks per episode). Frames are placed by their time from the stream's first frame."""
+    av = importlib.import_module("av")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        begin = origin + start / fps
+        if start > 0:
+            container.seek(int(begin / stream.time_base), stream=stream, backward=True)
+        frames = []
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time < begin - 0.5 / fps:
+                continue  # decoded from the keyframe on, before the clip starts
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    if len(frames) != count:
+        raise ValueError(f"{path}: expected {count} frames from frame {start}, got {len(frames)}")
+    return np.stack(frames)

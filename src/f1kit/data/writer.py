@@ -85,6 +85,9 @@ def is_image_key(key: str) -> bool:
 
 
 def _numeric_dtype(arr: np.ndarray) -> str:
+    """The stored dtype of a numeric feature: bool stays bool (LeRobot's ``next.done``)."""
+    if arr.dtype == np.bool_:
+        return "bool"
     return "int64" if np.issubdtype(arr.dtype, np.integer) else "float32"
 
 

@@ -24,6 +24,8 @@ from f1kit.train import is_main
 
 log = logging.getLogger(__name__)
 
+CODE_BATCH = 256  # frames tokenized per forward pass
+
 
 def barrier() -> None:
     """Wait for every rank (no-op outside torch.distributed)."""
@@ -35,8 +37,10 @@ def datasets(recipe: Recipe, out: Path, progress: bool) -> list:
     """The recipe's datasets: its local LeRobot folders, or Meta-World demos generated once into
     ``<out>/data/demos`` (rank 0 writes them, the other ranks wait)."""
     cfg = recipe.data
+    # Only the recipe's cameras are read: a dataset's other cameras would only take memory.
+    read = dict(decode=cfg.decode, image_keys=cfg.image_keys)
     if cfg.source == "lerobot":
-        return [read_dataset(Path(p)) for p in cfg.paths]
+        return [read_dataset(Path(p), **read) for p in cfg.paths]
     from f1kit.sim import generate_demos
 
     root = out / "data" / "demos"
@@ -57,7 +61,7 @@ def datasets(recipe: Recipe, out: Path, progress: bool) -> list:
                 )
             )
         barrier()
-    return [read_dataset(root)]
+    return [read_dataset(root, **read)]
 
 
 def processors(data: list, recipe: Recipe) -> tuple[Processor, Processor]:
@@ -101,26 +105,34 @@ def generation_key(recipe: Recipe) -> str:
 
 
 def frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> list[np.ndarray]:
-    """The frozen tokenizer's codes of every frame of the generation camera, computed once."""
-    path = out / "data" / "codes.npz"
-    if path.exists():
-        stored = np.load(path)
-        codes = [stored[f"d{i}"] for i in range(len(data))]
+    """The frozen tokenizer's codes of every frame of the generation camera, computed once in
+    batches into ``data/codes/d<i>.npy`` (int16, one file per dataset) and memory-mapped back: a
+    run's codes never have to fit in memory, and a resumed run reads them instead of recomputing.
+    Other ranks wait for rank 0's files."""
+    folder = out / "data" / "codes"
+    paths = [folder / f"d{i}.npy" for i in range(len(data))]
+    if all(p.exists() for p in paths):
+        codes = [np.load(p, mmap_mode="r") for p in paths]
         if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):
             return codes
-    codes = []
-    device = next(model.parameters()).device
-    for ds in data:
-        rows = np.arange(len(ds))
-        parts = []
-        for chunk in np.array_split(rows, max(1, len(rows) // 256)):
-            frames = torch.from_numpy(ds.frames(key, chunk)).permute(0, 3, 1, 2).unsqueeze(1)
-            parts.append(model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16))
-        codes.append(np.concatenate(parts))
     if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)  # only Meta-World runs made it before
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"d{i}": c for i, c in enumerate(codes)})
-        os.replace(tmp, path)
-    log.info("tokenizer codes of %d frames computed", sum(len(c) for c in codes))
-    return codes
+        folder.mkdir(parents=True, exist_ok=True)
+        device = next(model.parameters()).device
+        for ds, path in zip(data, paths, strict=True):
+            tmp = path.with_suffix(".tmp.npy")
+            stored = None
+            for lo in range(0, len(ds), CODE_BATCH):
+                rows = np.arange(lo, min(lo + CODE_BATCH, len(ds)))
+                frames = torch.from_numpy(ds.frames(key, rows)).permute(0, 3, 1, 2).unsqueeze(1)
+                batch = model.frame_codes(frames.to(device)).cpu().numpy().astype(np.int16)
+                if stored is None:
+                    shape = (len(ds), *batch.shape[1:])
+                    stored = np.lib.format.open_memmap(tmp, "w+", np.int16, shape)
+                stored[rows] = batch
+            assert stored is not None  # a dataset has at least one frame (the reader checks)
+            stored.flush()
+            del stored
+            os.replace(tmp, path)
+        log.info("tokenizer codes of %d frames computed", sum(len(ds) for ds in data))
+    barrier()
+    return [np.load(p, mmap_mode="r") for p in paths]

@@ -73,6 +73,9 @@ class DataConfig(Section):
     # Held-out demo episodes per task (f1kit.data.split): never trained on; the tokenizer stage
     # scores its reconstructions on them. Meta-World generates them beyond ``episodes``.
     validation: NonNegative = 0
+    # Frames in memory decoded (eager) or decoded when a sample asks (lazy, in the DataLoader's
+    # workers); auto: lazy once the decoded frames would pass f1kit.data.reader.EAGER_LIMIT_BYTES.
+    decode: Literal["auto", "eager", "lazy"] = "auto"
 
     check_tasks = field_validator("tasks")(check_tasks)
 
