@@ -5,7 +5,7 @@ import pytest
 
 from f1kit.data import RobotDataset, WindowConfig, WindowedDataset
 from f1kit.recipe import recipe_from_dict
-from f1kit.recipe.run import _stage_data
+from f1kit.recipe.stages import stage_data
 from tests.f1kit.recipe.helpers import problems, toy, train_stage
 
 
@@ -41,15 +41,15 @@ def test_stage_data_keeps_exactly_the_windows_of_its_tasks(coded_dataset: RobotD
         coded_dataset, WindowConfig(chunk=2, image_keys=("observation.images.cam",))
     )
     none = np.zeros(len(windows), dtype=bool)
-    everything = _stage_data(windows, recipe_stage(None), none)
+    everything = stage_data(windows, recipe_stage(None), none)
     assert len(everything) == len(windows)
-    subset = _stage_data(windows, recipe_stage(["task 1"]), none)
+    subset = stage_data(windows, recipe_stage(["task 1"]), none)
     expected = np.flatnonzero(windows.groups("task") == windows.tasks.index("task 1"))
     assert subset.indices == expected.tolist() and len(subset) > 0
     assert all(subset[i]["task"] == "task 1" for i in range(len(subset)))
     assert set(subset.task_groups.tolist()) == {windows.tasks.index("task 1")}
     with pytest.raises(ValueError, match="not all found"):
-        _stage_data(windows, recipe_stage(["task 7"]), none)
+        stage_data(windows, recipe_stage(["task 7"]), none)
 
 
 def recipe_stage(tasks: list[str] | None):

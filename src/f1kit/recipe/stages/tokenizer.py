@@ -1,0 +1,86 @@
+"""``kind: tokenizer``: train the multi-scale VQ-VAE on the generation camera's frames of the
+training rows (`foresight.train_tokenizer`), score it on the held-out episodes, save it."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from f1kit.data import episode_ids
+from f1kit.recipe.data import generation_key
+from f1kit.recipe.schema import TokenizerStage
+from f1kit.recipe.stages.context import DONE, RunContext
+from f1kit.recipe.stages.registry import register
+from f1kit.recipe.stages.weights import load_tokenizer
+from f1kit.train import is_main
+from foresight import tokenizer_quality, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@register("tokenizer")
+def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir: Path) -> dict:
+    """Train (or, done earlier, reload) the tokenizer; the codes of the old one are dropped."""
+    ctx.codes = None  # the codes follow the tokenizer
+    model, recipe, held = ctx.model, ctx.recipe, ctx.held
+    done = stage_dir / DONE
+    weights = stage_dir / "tokenizer.safetensors"
+    if done.exists() and weights.exists():
+        load_tokenizer(model, weights, f"stages.{stage.name}")
+        return json.loads(done.read_text())
+    began = time.perf_counter()
+    key = generation_key(recipe)
+    frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in ctx.data])
+    images = torch.from_numpy(frames[~held]).permute(0, 3, 1, 2)
+    config = stage.train_config(recipe.seed, index)
+    rng = torch.Generator().manual_seed(config.seed)
+    tokenizer = model.tokenizer
+    device = next(tokenizer.parameters()).device
+
+    def batches():
+        while True:
+            idx = torch.randint(0, len(images), (stage.batch_size,), generator=rng)
+            yield model.tokenizer_images(images[idx].to(device))
+
+    tokenizer.requires_grad_(True).train()
+    metrics = train_tokenizer(
+        tokenizer, batches(), config=config, progress=ctx.progress and is_main()
+    )
+    tokenizer.requires_grad_(False).eval()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every rank trained the same tokenizer from the same seed, but GPU kernels need not be
+        # bit-reproducible across devices: rank 0's weights define the codes for all.
+        for tensor in tokenizer.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+    with (stage_dir / "metrics.jsonl").open("w") as f:
+        for step, m in enumerate(metrics, start=1):
+            f.write(json.dumps({**m, "step": step}) + "\n")
+    if is_main():
+        tokenizer.save(weights)
+    result = {
+        "steps": stage.steps,
+        "wall_seconds": time.perf_counter() - began,
+        "final": metrics[-1] if metrics else {},
+    }
+    if held.any():
+        result["quality"] = _held_out_quality(ctx, frames)
+        log.info("tokenizer %s on held-out frames: %s", stage.name, result["quality"])
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _held_out_quality(ctx: RunContext, frames: np.ndarray) -> dict:
+    """``foresight.tokenizer_quality`` on the held-out episodes at the data's image size, at the
+    foresight horizon: the copy of the current frame, the first ``generation.scales`` scales
+    (what F1 generates) and all scales."""
+    model, recipe, held = ctx.model, ctx.recipe, ctx.held
+    episodes = episode_ids(ctx.data)
+    images = torch.from_numpy(frames[held]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    counts = sorted({recipe.model.generation.scales, len(model.tokenizer.config.scales)})
+    scores = tokenizer_quality(
+        model.tokenizer, images, torch.from_numpy(episodes[held]), recipe.data.foresight, counts
+    )
+    return {label: q.as_dict() for label, q in scores.items()}

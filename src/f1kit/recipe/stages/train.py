@@ -1,0 +1,75 @@
+"""``kind: train``: one F1 training stage (`f1kit.train.train_stage`) over its windows, from the
+weights the previous stage left; the policy is saved after it."""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from f1kit.recipe.schema import TrainStage
+from f1kit.recipe.stage_eval import recipe_policy, stage_evaluation
+from f1kit.recipe.stages.context import DONE, RunContext
+from f1kit.recipe.stages.registry import register
+from f1kit.recipe.stages.train_data import sample_weights, stage_data
+from f1kit.recipe.stages.weights import load_result_weights
+from f1kit.train import is_main, train_stage
+
+
+@register("train")
+def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -> dict:
+    """Train (or, done earlier, reload the result of) ``stage``, then save the policy."""
+    model, recipe = ctx.model, ctx.recipe
+    windows = ctx.windows()
+    dataset = stage_data(windows, stage, ctx.held)
+    evaluation = None
+    if stage.evaluate is not None:
+        evaluation = stage_evaluation(model, stage, recipe, windows, ctx.held, ctx.processors)
+    done = stage_dir / DONE
+    if done.exists():  # completed earlier: its final (or best) weights continue the run
+        load_result_weights(model, stage_dir)
+        summary = json.loads(done.read_text())
+    else:
+        summary = _train(ctx, stage, index, stage_dir, dataset, evaluation)
+    if is_main():
+        policy = recipe_policy(model, recipe, ctx.processors)
+        policy.save_pretrained(ctx.out / "policy")
+    return summary
+
+
+def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evaluation) -> dict:
+    model, recipe = ctx.model, ctx.recipe
+    model.set_trainable(stage.train)
+    objective = stage.objective(recipe.model)
+    groups = model.param_groups(stage.lr)
+
+    def loss_fn(net: nn.Module, batch: dict, generator: torch.Generator):
+        return net(batch, generator, objective=objective)
+
+    result = train_stage(
+        model,
+        loss_fn,
+        dataset,
+        stage.settings(recipe.seed, index, samples=len(dataset)),
+        stage_dir,
+        param_groups=groups,
+        collate_fn=None,
+        resume=ctx.resume,
+        progress=ctx.progress,
+        sample_weights=sample_weights(dataset, recipe.data.weighting),
+        name=stage.name,
+        evaluation=evaluation,
+    )
+    summary = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "wall_seconds": result.wall_seconds,
+        "checkpoint": str(result.checkpoint),
+    }
+    best = load_result_weights(model, stage_dir) if evaluation is not None else None
+    if best is not None:
+        summary["best"] = best
+    if is_main():
+        (stage_dir / DONE).write_text(json.dumps(summary, indent=2))
+    model.set_trainable(model.experts)
+    return summary

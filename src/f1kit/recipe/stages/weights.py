@@ -1,0 +1,51 @@
+"""The weights a stage leaves in its directory, and loading them back into the run's model
+(a trained tokenizer; a train stage's best or last weights, which the next stage continues)."""
+
+import logging
+from pathlib import Path
+
+from f1kit.model import F1
+from f1kit.train import best_weights, load_latest, load_model_weights
+from foresight import MultiScaleVQVAE
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer_weights(model: F1) -> None:
+    """``model.generation.tokenizer.path``: trained tokenizer weights (a ``.safetensors`` file
+    from ``MultiScaleVQVAE.save``, or a directory holding ``tokenizer.safetensors``)."""
+    gen = model.config.generation
+    if gen is None or gen.tokenizer.path is None or model.tokenizer is None:
+        return
+    path = Path(gen.tokenizer.path)
+    if path.is_dir():
+        path = path / "tokenizer.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.generation.tokenizer.path: {path} not found")
+    load_tokenizer(model, path, "model.generation.tokenizer.path")
+
+
+def load_tokenizer(model: F1, path: Path, source: str) -> None:
+    """Copy the tokenizer saved at ``path`` into the model, refusing another configuration."""
+    loaded = MultiScaleVQVAE.load(path)
+    if loaded.config != model.tokenizer.config:
+        raise ValueError(
+            f"{source}: {path} holds a tokenizer with config "
+            f"{loaded.config}, the recipe describes {model.tokenizer.config}"
+        )
+    model.tokenizer.load_state_dict(loaded.state_dict())
+
+
+def load_result_weights(model: F1, stage_dir: Path) -> dict | None:
+    """Load a finished train stage's result into ``model``: the best weights its evaluation
+    kept (returning their record), else its last checkpoint (returning None)."""
+    kept = best_weights(stage_dir)
+    if kept is not None:
+        path, record = kept
+        model.load_state_dict(load_model_weights(path, next(model.parameters()).device))
+        log.info("%s: continuing from the best weights (step %d)", stage_dir.name, record["step"])
+        return record
+    ckpt = load_latest(stage_dir)
+    if ckpt is not None:
+        ckpt.load_model(model)
+    return None
