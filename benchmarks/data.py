@@ -13,6 +13,11 @@ Records (one JSON line each):
   actions) from the in-memory uint8 cache, samples/s; peers: lazy PNG decoding, and one training
   step (forward + backward + AdamW) of a 1.6 M-parameter CNN behaviour-cloning policy on the same
   batch: loading must stay well below it.
+* ``lazy_loader`` (no simulator needed): windows at 256 px (``--lazy-size``) from a dataset read
+  with ``decode="lazy"`` (PNG cameras, and MP4 cameras decoded an episode at a time), with the
+  tokenizer's codes standing in for history and foresight frames as in training, through a
+  DataLoader with 0 and 2 workers, ms per batch; peer: one training step of the CNN BC policy at
+  that size on the same batch (``load_fraction_of_step`` < 1: the loader keeps up).
 
     python benchmarks/data.py            # MT10-like: 3 tasks x 3 demos at 64 px
     python benchmarks/data.py --quick    # 1 task x 1 demo at 32 px (< 20 s)
@@ -29,11 +34,13 @@ from pathlib import Path
 _HERE = str(Path(__file__).resolve().parent)
 sys.path = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE] + [_HERE]
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from f1kit.data import (  # noqa: E402
+    Episode,
     WeightedGroupSampler,
     WindowConfig,
     WindowedDataset,
@@ -47,6 +54,8 @@ from harness import emit, measure, parse_args  # noqa: E402
 def extra(p) -> None:
     p.add_argument("--size", type=int, default=None, help="image side (default 64, quick 32)")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lazy-size", type=int, default=None, help="lazy_loader side (256, quick 64)")
+    p.add_argument("--lazy-only", action="store_true", help="only the lazy_loader records")
 
 
 def bc_policy(size: int) -> nn.Module:
@@ -66,12 +75,94 @@ def bc_policy(size: int) -> nn.Module:
     )
 
 
+def synthetic_episodes(episodes: int, length: int, size: int, seed: int = 0) -> list[Episode]:
+    """Camera frames with a textured background and moving blocks (PNG compresses them about as
+    well as rendered scenes), 4-d state and action."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in range(episodes):
+        background = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        frames = np.repeat(background[None], length, axis=0)
+        block = size // 8
+        for i in range(length):
+            x = (e * 13 + i * 2) % (size - block)
+            frames[i, size // 3 : size // 3 + block, x : x + block] = (200, 40 + e, 30)
+            frames[i, x // 2 : x // 2 + block, size // 2 : size // 2 + block] = (30, 180, 220)
+        state = rng.normal(size=(length, 4)).astype(np.float32)
+        action = rng.normal(size=(length, 4)).astype(np.float32)
+        arrays = {"observation.state": state, "action": action, "observation.images.cam": frames}
+        out.append(Episode(f"task {e % 3}", arrays))
+    return out
+
+
+def lazy_loader(args, tmp: Path) -> None:
+    """The lazy reader through a DataLoader at 256 px against one training step."""
+    size = args.lazy_size or (64 if args.quick else 256)
+    (episodes, length), b = ((4, 30) if args.quick else (24, 120)), args.batch
+    source = synthetic_episodes(episodes, length, size)
+    window = WindowConfig(chunk=4, image_keys=("observation.images.cam",))
+    net = bc_policy(size)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    storages = ["png"] + (["video"] if has_video_codec() else [])
+    for storage in storages:
+        root = write_dataset(tmp / f"lazy-{storage}", source, fps=10, images=storage)
+        ds = read_dataset(root, decode="lazy")
+        codes = [np.zeros((len(ds), 30), dtype=np.int16)]  # codes replace history/foresight
+        data = WindowedDataset(ds, window, codes=codes)
+        for workers in (0, 2):
+            sampler = WeightedGroupSampler(data.groups("task"), num_samples=10**6, seed=0)
+            loader = DataLoader(
+                data, batch_size=b, sampler=sampler, num_workers=workers,
+                persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            )  # fmt: skip
+            it = iter(loader)
+            batch = next(it)
+            load = measure(lambda it=it: next(it), "cpu", args.repeats, args.warmup)
+
+            def train_step(batch=batch) -> None:
+                images = batch["images"][:, 0].float() / 255.0
+                loss = (net(images) - batch["action"].flatten(1)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            step = measure(train_step, "cpu", args.repeats, args.warmup)
+            encoded = sum(len(x) for x in ds._encoded.get("observation.images.cam", []))
+            emit(
+                "lazy_loader",
+                args,
+                {
+                    "storage": storage,
+                    "workers": workers,
+                    "batch": b,
+                    "size": size,
+                    "dataset_frames": len(ds),
+                    "codes": True,
+                },
+                load,
+                samples_per_s=b / (load.median_ms / 1e3),
+                encoded_bytes_in_memory=encoded,
+                decoded_bytes_if_eager=len(ds) * size * size * 3,
+                peer=f"train step of the CNN BC policy at {size} px on the same batch",
+                peer_train_step_ms=step.median_ms,
+                load_fraction_of_step=load.median_ms / step.median_ms,
+            )
+            del it, loader
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra)
     logging.basicConfig(level=logging.WARNING)
     if args.device != "cpu":
         logging.warning("data benchmarks run on the CPU; --device %s ignored", args.device)
         args.device = "cpu"
+    scratch = Path(tempfile.mkdtemp(prefix="f1kit-bench-lazy-"))
+    try:
+        lazy_loader(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.lazy_only:
+        return
     try:
         from f1kit.sim import DemoConfig, MetaWorldEnv, generate_demos, load_simulator
 
