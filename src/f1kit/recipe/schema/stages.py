@@ -1,38 +1,17 @@
-"""The recipe format: one YAML file holds a whole F1 run (data, model, stages) as validated data.
-
-A recipe maps 1:1 onto the components' own configs: ``data`` onto `f1kit.sim.DemoConfig` and
-`f1kit.data.WindowConfig`, ``model`` IS an `f1kit.model.F1Config`, a ``tokenizer`` stage onto
-`foresight.TokenizerTrainConfig`, a ``train`` stage onto `f1kit.model.Objective` +
-`f1kit.train.TrainSettings`, an ``evaluate`` stage onto `f1kit.sim.EvalConfig` (DESIGN.md s5:
-"which experts train, which losses with what weight, how many scales, which data" are plain data).
-
-Every section forbids unknown keys and is immutable. Checks that span sections (an expert trained
-that the model lacks, a generation loss without a tokenizer, data windows that do not fit the
-model) run after the per-field checks and report every problem at once with its key path, via
-:class:`Problems`; `f1kit.recipe.loading` turns them into a :class:`RecipeError`.
-
-Example:
-    >>> recipe = Recipe.model_validate(
-    ...     {"name": "toy", "model": F1Config.tiny().model_dump(mode="json"),
-    ...      "stages": [{"kind": "tokenizer", "name": "tok", "steps": 10, "batch_size": 8}]})
-    >>> recipe.output_dir()
-    PosixPath('runs/toy')
-"""
+"""The stage sections, one per ``kind``: ``tokenizer`` (the VQ-VAE), ``train`` (one F1 training
+stage), ``evaluate`` (closed-loop Meta-World); each has its runner in `f1kit.recipe.stages`."""
 
 import math
-import string
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from f1kit.data import WindowConfig
 from f1kit.model import F1Config, Objective
 from f1kit.recipe.evaluation_config import StageEvaluation
 from f1kit.recipe.fields import (
     Count,
     Expert,
-    Int,
     Name,
     NonNegative,
     Problems,
@@ -43,106 +22,13 @@ from f1kit.recipe.fields import (
     check_tasks,
 )
 from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
-from f1kit.sim import CAMERAS, INSTRUCTIONS, DemoConfig, EvalConfig, resolve_tasks
+from f1kit.recipe.schema.data import DataConfig
+from f1kit.sim import INSTRUCTIONS, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
 
 EXPERTS = ("understanding", "generation", "action")
 STAGE_KINDS = ("tokenizer", "train", "evaluate")
-# Meta-World v3's proprio state (hand xyz, gripper) and action (delta xyz, gripper) widths.
-METAWORLD_STATE_DIM = METAWORLD_ACTION_DIM = 4
-
-
-class DataConfig(Section):
-    """Where training windows come from: generated Meta-World demos or local LeRobot datasets."""
-
-    source: Literal["metaworld", "lerobot"] = "metaworld"
-    tasks: list[str] | str = Field(default_factory=lambda: ["reach-v3"])
-    episodes: Count = 30
-    image_size: Annotated[Int, Field(ge=8, le=1024)] = 64
-    cameras: list[str] = Field(default_factory=lambda: ["corner"], min_length=1)
-    max_steps: Count = 200
-    seed: NonNegative = 0
-    workers: NonNegative = 1
-    paths: list[str] = Field(default_factory=list)
-    history: list[Int] = Field(default_factory=lambda: [-9, -6, -3, 0])
-    foresight: Count = 3
-    chunk: Count = 4
-    normalization: Literal["mean_std", "min_max", "quantile"] = "mean_std"
-    weighting: Literal["uniform", "task"] = "task"
-    # Held-out demo episodes per task (f1kit.data.split): never trained on; the tokenizer stage
-    # scores its reconstructions on them. Meta-World generates them beyond ``episodes``.
-    validation: NonNegative = 0
-    # Frames in memory decoded (eager) or decoded when a sample asks (lazy, in the DataLoader's
-    # workers); auto: lazy once the decoded frames would pass f1kit.data.reader.EAGER_LIMIT_BYTES.
-    decode: Literal["auto", "eager", "lazy"] = "auto"
-
-    check_tasks = field_validator("tasks")(check_tasks)
-
-    @field_validator("history")
-    @classmethod
-    def _history(cls, value: list[int]) -> list[int]:
-        WindowConfig(history=tuple(value))  # its rule and message: increasing offsets <= 0
-        return value
-
-    @model_validator(mode="after")
-    def _source_rules(self) -> "DataConfig":
-        problems = []
-        if len(set(self.cameras)) != len(self.cameras):
-            problems.append(("cameras", f"duplicate camera names in {self.cameras}"))
-        if self.source == "metaworld":
-            bad = [c for c in self.cameras if c not in CAMERAS]
-            if bad:
-                problems.append(
-                    ("cameras", f"unknown Meta-World camera(s) {bad}; expected some of {CAMERAS}")
-                )
-            if self.paths:
-                problems.append(
-                    ("paths", "only for source: lerobot (metaworld demos are generated)")
-                )
-        else:
-            if not self.paths:
-                problems.append(("paths", "source lerobot needs at least one dataset root"))
-            defaults = DataConfig.model_fields
-            for key in ("tasks", "episodes", "max_steps", "workers"):
-                # Compared by value, not by "was it written", so a resolved recipe reloads.
-                if getattr(self, key) != defaults[key].get_default(call_default_factory=True):
-                    problems.append((key, "demo generation setting, only for source: metaworld"))
-        if problems:
-            raise Problems(problems)
-        return self
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return resolve_tasks(self.tasks)
-
-    @property
-    def image_keys(self) -> tuple[str, ...]:
-        return tuple(f"observation.images.{c}" for c in self.cameras)
-
-    def demo_config(self) -> DemoConfig:
-        """The expert-demo generation this section describes (source ``metaworld``)."""
-        if self.source != "metaworld":
-            raise ValueError(f"data.source: demos are generated for metaworld, not {self.source}")
-        return DemoConfig(
-            tasks=self.task_names,
-            episodes=self.episodes + self.validation,
-            cameras=tuple(self.cameras),
-            size=self.image_size,
-            max_steps=self.max_steps,
-            seed=self.seed,
-            workers=self.workers,
-        )
-
-    def window_config(self) -> WindowConfig:
-        """What one training sample holds: history frames, foresight offset, action chunk."""
-        return WindowConfig(
-            history=tuple(self.history),
-            foresight=self.foresight,
-            chunk=self.chunk,
-            image_keys=self.image_keys,
-            normalization=self.normalization,
-        )
 
 
 def _stage_seed(seed: int | None, recipe_seed: int, index: int) -> int:
@@ -363,41 +249,3 @@ class EvalStage(Section):
 
 
 Stage = Annotated[TokenizerStage | TrainStage | EvalStage, Field(discriminator="kind")]
-
-
-class Recipe(Section):
-    """A whole run: data, the model, and the stages run in order (DESIGN.md s5)."""
-
-    name: Name
-    description: str = ""
-    seed: NonNegative = 0
-    output: str = "runs/{name}"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Count | None = None
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: F1Config
-    stages: list[Stage] = Field(min_length=1)
-
-    @field_validator("output")
-    @classmethod
-    def _output_template(cls, value: str) -> str:
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        if fields - {"name"} or not value.strip():
-            raise ValueError(
-                f"expected a directory path, optionally with {{name}}, got {value!r}"
-                + (f" (unknown placeholders {sorted(fields - {'name'})})" if fields else "")
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Recipe":
-        from f1kit.recipe.checks import recipe_problems  # the cross-section rules
-
-        problems = recipe_problems(self)
-        if problems:
-            raise Problems(problems)
-        return self
-
-    def output_dir(self) -> Path:
-        """The run directory: ``output`` with ``{name}`` filled in."""
-        return Path(self.output.format(name=self.name))
