@@ -85,6 +85,11 @@ def _av_version() -> str:
         return "not installed"
 
 
+def same_decoder(view: dict) -> bool:
+    """Whether LeRobot decoded video with the PyAV f1kit uses (backend and version)."""
+    return view.get("video_backend") == "pyav" and view.get("av_version") == _av_version()
+
+
 class Check:
     """One run: the work folder, the LeRobot venv, the episodes and the report."""
 
@@ -180,7 +185,7 @@ class Check:
                     rep.add(where, key, "not among the cameras read", f"{kind} {lr.shape}")
                     continue
                 f1 = ds.frames(key, rows)
-                compare_frames(rep, where, key, kind, f1, lr)
+                compare_frames(rep, where, key, kind, f1, lr, same_decoder(view))
                 if key in CAMERAS:
                     compare_to_truth(
                         rep, where, "f1kit", key, kind, f1, truth_rows(self.truth, key)
@@ -245,15 +250,15 @@ class Check:
         if ds.episode_bounds.tolist() != lr_bounds:
             rep.add(where, "episode ranges", str(ds.episode_bounds.tolist()), str(lr_bounds))
         compare_stats_read(rep, where, ds.stats, view["stats"])
-        self.compare_windows(where, ds, arrays, features)
+        self.compare_windows(where, ds, arrays, view)
 
-    def compare_windows(self, where: str, ds, arrays: dict, features: dict) -> None:
+    def compare_windows(self, where: str, ds, arrays: dict, view: dict) -> None:
         """LeRobot's delta_timestamps windows against f1kit's WindowedDataset (no normalisation)."""
         import torch
 
         from f1kit.data import WindowConfig, WindowedDataset
 
-        rep, w = self.rep, f"{where} window"
+        rep, w, features = self.rep, f"{where} window", view["features"]
 
         def samples(image_keys: tuple[str, ...]) -> list[dict]:
             cfg = WindowConfig(
@@ -284,7 +289,10 @@ class Check:
                 pads = np.stack(
                     [np.r_[s["history_is_pad"].numpy(), s["foresight_is_pad"].item()] for s in cam]
                 )
-                compare_frames(rep, w, key, features[key]["dtype"], frames, arrays[f"win/{key}"])
+                compare_frames(
+                    rep, w, key, features[key]["dtype"], frames, arrays[f"win/{key}"],
+                    same_decoder(view),
+                )  # fmt: skip
                 compare_values(rep, w, f"{key}_is_pad", pads, arrays[f"win/{key}_is_pad"])
         except Exception as err:
             rep.add(w, "WindowedDataset", f"raised {type(err).__name__}: {err}", "-")

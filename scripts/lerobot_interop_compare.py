@@ -94,9 +94,21 @@ def video_error(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
 
 
 def compare_frames(
-    rep: Report, where: str, key: str, kind: str, f1: np.ndarray, lr: np.ndarray
+    rep: Report,
+    where: str,
+    key: str,
+    kind: str,
+    f1: np.ndarray,
+    lr: np.ndarray,
+    same_decoder: bool = True,
 ) -> None:
-    """f1kit's and LeRobot's frames of one camera: exact for ``image``, else within tolerance."""
+    """f1kit's and LeRobot's frames of one camera: exact for ``image``, else within tolerance.
+
+    ``same_decoder`` False: the two sides decode video with different libraries (e.g. PyAV 18 in
+    f1kit's venv, PyAV 15 pinned by LeRobot; their bundled AV1 decoders differ on odd-sized 4:4:4
+    frames by up to ~36 levels, ~4 on average). Only the mean is then held, to `VIDEO_VS_TRUTH`'s
+    bound: a frame from the wrong time (a shifted window) still fails it, as consecutive frames
+    differ by > 50 levels; each side is also held to the written frames by `compare_to_truth`."""
     if f1.shape != lr.shape:
         rep.add(where, key, f"frames {f1.shape}", f"frames {lr.shape}")
         return
@@ -109,7 +121,16 @@ def compare_frames(
     rep.notes.append(
         f"{where} {key}: f1kit vs LeRobot decode of the same video: max |d| {mx}, mean {mean:.3f}"
     )
-    if mx > VIDEO_SAME_FILE["max_abs"] or mean > VIDEO_SAME_FILE["mean_abs"]:
+    if not same_decoder:
+        rep.notes[-1] += f" (other decoder libraries: mean held to {VIDEO_VS_TRUTH['mean_abs']})"
+        if mean > VIDEO_VS_TRUTH["mean_abs"]:
+            rep.add(
+                where,
+                key,
+                f"video frames differ from LeRobot's decode of the same file: mean {mean:.3f}",
+                f"(tolerance across decoder libraries: mean {VIDEO_VS_TRUTH['mean_abs']})",
+            )
+    elif mx > VIDEO_SAME_FILE["max_abs"] or mean > VIDEO_SAME_FILE["mean_abs"]:
         rep.add(
             where,
             key,
