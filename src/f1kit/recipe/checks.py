@@ -168,12 +168,23 @@ def _stage_problems(recipe: Recipe) -> list[Problem]:
         elif isinstance(stage, TrainStage):
             known = data.task_names if data.source == "metaworld" else None
             problems += _train_problems(stage, at, model, experts, scales, tokenizer_ready, known)
+            if stage.data is not None and stage.data not in data.groups:
+                problems.append((f"{at}.data", _not_a_group(stage.data, data)))
             if gen is not None and gen_trained_by is None:
                 gen_trained_by = stage.name
             trained = True
         elif isinstance(stage, EvalStage):
             problems += _eval_problems(stage, at, model, data, trained)
     return problems
+
+
+def _not_a_group(name: str, data: DataConfig) -> str:
+    if data.groups:
+        return f"{name!r} is not a group of data.groups ({', '.join(data.groups)})"
+    return (
+        f"{name!r} is not a group of data.groups (there are none: with source lerobot, name "
+        "subsets of data.paths there)"
+    )
 
 
 def _train_problems(

@@ -5,7 +5,7 @@ Run directory (``recipe.output``, or ``--output``)::
     recipe.yaml                  the fully resolved recipe (defaults and --set overrides applied)
     run.log                      the log of every stage
     data/demos/                  generated Meta-World demos (LeRobotDataset v3)  [source: metaworld]
-    data/codes.npz               the frozen tokenizer's codes of every training frame
+    data/codes/d<i>.npy          the frozen tokenizer's codes of every frame of dataset i
     stages/<i>-<name>/           per stage: metrics.jsonl, checkpoints/, done.json
         tokenizer.safetensors    [tokenizer stages]
         eval.json, videos/       [evaluate stages]

@@ -22,7 +22,7 @@ from f1kit.recipe.fields import (
     check_tasks,
 )
 from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
-from f1kit.recipe.schema.data import DataConfig
+from f1kit.recipe.schema.data import DataConfig, Weighting
 from f1kit.sim import INSTRUCTIONS, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
@@ -73,14 +73,19 @@ class TrainStage(Section):
     numbers. It starts from the previous stage's weights. ``scales``: a stage without an action
     loss teacher-forces that many scales (null = all, stage I); a stage with one trains on the
     ``model.generation.scales`` that inference generates (null = those; another count is an
-    error), its actions reading foresight the model draws itself (docs/contract.md)."""
+    error), its actions reading foresight the model draws itself (docs/contract.md).
+    ``data`` names the datasets it reads (a group of ``data.groups``: the paper's large mixture
+    for stages I-II, the target data for stage III), ``tasks`` a subset of tasks within them,
+    ``weighting`` how often each window is drawn (`f1kit.recipe.stages.sample_weights`)."""
 
     kind: Literal["train"]
     name: Name
     train: list[Expert] = Field(min_length=1)
     losses: dict[Literal["generation", "action"], Weight]
     scales: Count | None = None
-    tasks: list[str] | None = None  # this stage's data: a subset of data.tasks (None = all)
+    data: Name | None = None  # a group of data.groups: the datasets it reads (None = all)
+    tasks: list[str] | None = None  # a subset of data.tasks within them (None = all)
+    weighting: Weighting | None = None  # how often each window is drawn (None = data.weighting)
     steps: Count | None = None
     epochs: Annotated[Real, Field(gt=0)] | None = None  # instead of steps: passes over its data
     batch_size: Count

@@ -6,7 +6,7 @@ from f1kit.recipe.stages.evaluate import run_evaluate
 from f1kit.recipe.stages.registry import RUNNERS, Runner, register, runner
 from f1kit.recipe.stages.tokenizer import run_tokenizer
 from f1kit.recipe.stages.train import run_train
-from f1kit.recipe.stages.train_data import StageData, sample_weights, stage_data
+from f1kit.recipe.stages.train_data import StageData, StageDataError, sample_weights, stage_data
 
 __all__ = [
     "DONE",
@@ -14,6 +14,7 @@ __all__ = [
     "RunContext",
     "Runner",
     "StageData",
+    "StageDataError",
     "register",
     "run_evaluate",
     "run_tokenizer",

@@ -22,7 +22,9 @@ from f1kit.recipe.data import (
     generation_key,
     processors,
 )
-from f1kit.recipe.schema import Recipe
+from f1kit.recipe.fields import RecipeError
+from f1kit.recipe.schema import Recipe, TrainStage
+from f1kit.recipe.stages.train_data import StageDataError, stage_data
 from f1kit.recipe.stages.weights import load_tokenizer_weights
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class RunContext:
         window = recipe.data.window_config()
         pre_post = processors(data, recipe)
         check_eval_embodiments(recipe, pre_post[0])
+        _check_stage_data(recipe, data, held, window)
         return cls(recipe, out, model, data, held, window, pre_post, device, resume, progress)
 
     def stage_dir(self, index: int, name: str) -> Path:
@@ -85,11 +88,27 @@ class RunContext:
 
     def windows(self) -> WindowedDataset:
         """Every dataset's training windows, carrying the tokenizer's codes for a Generation
-        model (computed here once, or read back from ``data/codes.npz``)."""
+        model (computed here once, or read back from ``data/codes/``)."""
         if self.model.tokenizer is not None and self.codes is None:
             key = generation_key(self.recipe)
             self.codes = frame_codes(self.model, self.data, key, self.out, self.progress)
         return WindowedDataset(self.data, self.window, codes=self.codes)
+
+
+def _check_stage_data(recipe: Recipe, data: list, held: np.ndarray, window: WindowConfig) -> None:
+    """Every train stage's ``tasks`` have windows in its datasets, checked before any stage runs:
+    `check_datasets` holds them against the tasks every dataset's metadata lists, not against
+    those a stage's group holds episodes of."""
+    windows = WindowedDataset(data, window)
+    problems = []
+    for index, stage in enumerate(recipe.stages):
+        if isinstance(stage, TrainStage):
+            try:
+                stage_data(windows, stage, held, recipe.data.group_datasets(stage.data))
+            except StageDataError as err:
+                problems.append((f"stages.{index}.{err.key}", err.message))
+    if problems:
+        raise RecipeError(recipe.name, problems)
 
 
 def _device(name: str, dist_device: torch.device | None) -> torch.device:

@@ -21,7 +21,7 @@ def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -
     """Train (or, done earlier, reload the result of) ``stage``, then save the policy."""
     model, recipe = ctx.model, ctx.recipe
     windows = ctx.windows()
-    dataset = stage_data(windows, stage, ctx.held)
+    dataset = stage_data(windows, stage, ctx.held, recipe.data.group_datasets(stage.data))
     evaluation = None
     if stage.evaluate is not None:
         evaluation = stage_evaluation(model, stage, recipe, windows, ctx.held, ctx.processors)
@@ -56,7 +56,7 @@ def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evalua
         collate_fn=None,
         resume=ctx.resume,
         progress=ctx.progress,
-        sample_weights=sample_weights(dataset, recipe.data.weighting),
+        sample_weights=sample_weights(dataset, stage.weighting or recipe.data.weighting),
         name=stage.name,
         evaluation=evaluation,
     )
