@@ -11,7 +11,7 @@ from f1kit.data import (
     held_out_episodes,
     held_out_rows,
 )
-from f1kit.recipe.run import _stage_data
+from f1kit.recipe.stages import stage_data
 from tests.f1kit.recipe.test_stage_data import recipe_stage
 
 
@@ -39,7 +39,7 @@ def test_train_stages_never_see_held_out_windows(coded_dataset: RobotDataset) ->
         coded_dataset, WindowConfig(chunk=2, image_keys=("observation.images.cam",))
     )
     held = held_out_rows([coded_dataset], 1)
-    everything = _stage_data(windows, recipe_stage(None), held)
+    everything = stage_data(windows, recipe_stage(None), held)
     assert everything.indices == list(range(18))
-    subset = _stage_data(windows, recipe_stage(["task 0"]), held)
+    subset = stage_data(windows, recipe_stage(["task 0"]), held)
     assert subset.indices == [0, 1, 2, 3, 4, *range(6, 18)]

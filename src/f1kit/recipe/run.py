@@ -29,7 +29,6 @@ from f1kit.recipe.dataset_checks import check_datasets
 from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.schema import Recipe
 from f1kit.recipe.stages import RunContext, runner
-from f1kit.recipe.stages import stage_data as _stage_data  # noqa: F401  (tests/f1kit/test_split.py)
 from f1kit.train import init_distributed, is_main
 
 log = logging.getLogger(__name__)
