@@ -10,8 +10,8 @@
 Writing goes to a temporary sibling directory that replaces ``<dir>`` in one rename, so a crash
 never leaves a half-written checkpoint. Loading is strict: missing, unexpected, mis-shaped,
 wrongly typed or non-finite tensors raise `PretrainedError` listing every one of them; so do a
-missing processor file (a policy would act in normalised units without it) and unknown keys in
-config.json.
+missing processor file (a policy would act in normalised units without it), unknown keys in
+config.json, and weight aliases (``f1kit.aliases``) naming tensors the model does not tie.
 """
 
 import json
@@ -38,7 +38,7 @@ from f1kit.data.processor import (
 from f1kit.model.config import F1Config
 from f1kit.model.f1 import F1
 from f1kit.model.policy import F1Policy
-from f1kit.train import load_model_weights, save_model_weights
+from f1kit.train import WeightsError, load_model_weights, save_model_weights
 from flow import Normalizer
 
 FORMAT = "f1kit.policy/2"
@@ -145,7 +145,11 @@ def load_pretrained(
             f"got {dtype_name!r}"
         )
     model = F1(config).to(dtype)
-    load_weights(model, load_model_weights(weights), str(weights))
+    try:
+        tensors = load_model_weights(weights, model=model)
+    except WeightsError as err:  # unreadable, or aliases the model does not declare
+        raise PretrainedError(str(err)) from err
+    load_weights(model, tensors, str(weights))
     model.to(device)
     if fmt == LEGACY_FORMAT:
         processors = _legacy_processors(directory / LEGACY_STATS)

@@ -2,10 +2,12 @@
 
 from f1kit.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
+    NoValidCheckpointError,
+    load_checkpoint,
     load_latest,
-    load_model_weights,
     save_checkpoint,
-    save_model_weights,
+    verify_checkpoint,
 )
 from f1kit.train.distributed import (
     DistInfo,
@@ -15,6 +17,12 @@ from f1kit.train.distributed import (
 )
 from f1kit.train.evaluation import EvalTracker, PeriodicEval, best_weights
 from f1kit.train.metrics import MetricsLog, read_metrics
+from f1kit.train.model_weights import (
+    WeightsError,
+    load_model_weights,
+    save_model_weights,
+    tied_names,
+)
 from f1kit.train.plots import loss_series, plot_losses
 from f1kit.train.rng import derive_seed, seed_everything
 from f1kit.train.sampler import SamplerState, ShardedBatchSampler, epoch_order
@@ -24,16 +32,19 @@ from f1kit.train.trainer import LossFn, LossModule, StageResult, train_stage
 
 __all__ = [
     "Checkpoint",
+    "CheckpointError",
     "DistInfo",
     "EvalTracker",
     "LossFn",
     "LossModule",
     "MetricsLog",
+    "NoValidCheckpointError",
     "PeriodicEval",
     "SamplerState",
     "ShardedBatchSampler",
     "StageResult",
     "TrainSettings",
+    "WeightsError",
     "best_weights",
     "build_optimizer",
     "build_scheduler",
@@ -41,6 +52,7 @@ __all__ = [
     "epoch_order",
     "init_distributed",
     "is_main",
+    "load_checkpoint",
     "load_latest",
     "load_model_weights",
     "loss_series",
@@ -51,6 +63,8 @@ __all__ = [
     "save_model_weights",
     "seed_everything",
     "shutdown_distributed",
+    "tied_names",
     "train_stage",
     "trainable_groups",
+    "verify_checkpoint",
 ]

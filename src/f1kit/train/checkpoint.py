@@ -1,4 +1,4 @@
-"""Atomic, resumable training checkpoints.
+"""Atomic, verified, resumable training checkpoints.
 
 Layout under a stage's output directory::
 
@@ -8,6 +8,7 @@ Layout under a stage's output directory::
         trainer.pt          optimizer, scheduler, sampler position, step, RNG states (torch.save;
                             tensors and plain containers only, read with weights_only=True)
         meta.json           step, settings, loss, elapsed seconds, versions
+        manifest.json       size and sha256 of each of the three files above
       step-0000200/
       latest                the name of the newest complete checkpoint ("step-0000200")
 
@@ -15,31 +16,54 @@ A checkpoint is written into ``checkpoints/.tmp-step-XXXXXXX``, every file fsync
 onto its final name with ``os.replace`` and only then published by atomically replacing
 ``latest``. A kill at any moment leaves either the previous checkpoint or the new one as latest;
 a half-written ``.tmp-*`` directory is ignored and removed by :func:`load_latest`.
+
+Nothing is trusted on resume: :func:`load_latest` checks a checkpoint against its manifest
+(sizes, then sha256) and falls back to the next newest, warning with the bad file and why; when
+none is valid it raises :class:`NoValidCheckpointError`, one line naming each. Hashing costs
+about 1 s per GiB (a core per file, from the page cache), a quarter of what writing the
+checkpoint takes and about what reading it back from disk takes, so it is on at every save and
+resume (``hashes=False`` checks sizes only: the other ranks, after the main one verified).
+Checkpoints from before manifests get structural checks only (files present, the safetensors
+header, trainer.pt's zip directory) and load errors that name the file.
 """
 
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from f1kit.train.model_weights import load_model_weights, save_model_weights
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, TRAINER_FILE, META_FILE, LATEST = (
+MODEL_FILE, TRAINER_FILE, META_FILE, MANIFEST_FILE, LATEST = (
     "model.safetensors",
     "trainer.pt",
     "meta.json",
+    "manifest.json",
     "latest",
 )
+_FILES = (MODEL_FILE, TRAINER_FILE, META_FILE)
 _STEP_DIR = re.compile(r"^step-(\d{7,})$")
-_ALIASES_KEY = "f1kit.aliases"
+_CHUNK = 1 << 24
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated, altered or unreadable."""
+
+
+class NoValidCheckpointError(CheckpointError):
+    """A stage holds checkpoints, and none of them can be resumed."""
 
 
 def step_name(step: int) -> str:
@@ -65,46 +89,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _split_aliases(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Copies of the tensors to store, and ``{alias: stored name}`` for tied entries.
-
-    safetensors refuses tensors that share memory; tied weights (the same view under two names)
-    are stored once, anything else is copied to its own CPU buffer.
-    """
-    tensors: dict[str, Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
-    for name, t in state.items():
-        key = (
-            t.device,
-            t.untyped_storage().data_ptr(),
-            t.storage_offset(),
-            tuple(t.shape),
-            tuple(t.stride()),
-            t.dtype,
-        )
-        if t.numel() and key in seen:
-            aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
-    return tensors, aliases
+def _sha256s(paths: list[Path]) -> list[str]:
+    """sha256 of each file, the files in parallel (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(paths))) as pool:
+        return list(pool.map(_sha256, paths))
 
 
-def save_model_weights(state: dict[str, Tensor], path: Path) -> None:
-    """Write a state dict as safetensors, tied tensors once (see :func:`load_model_weights`)."""
-    tensors, aliases = _split_aliases(state)
-    save_file(tensors, str(path), metadata={_ALIASES_KEY: json.dumps(aliases, sort_keys=True)})
-
-
-def load_model_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """The full state dict saved by :func:`save_model_weights`, tied names restored."""
-    with safe_open(str(path), framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get(_ALIASES_KEY, "{}"))
-    state = load_file(str(path), device=str(device))
-    for alias, target in aliases.items():
-        state[alias] = state[target]
-    return state
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(buffer[:n])
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -122,11 +119,16 @@ class Checkpoint:
     def load_model(self, model: nn.Module, strict: bool = True) -> None:
         """Copy the saved weights into ``model`` (on the model's device)."""
         device = next(iter(model.state_dict().values()), torch.empty(0)).device
-        model.load_state_dict(load_model_weights(self.model_path, device), strict=strict)
+        state = load_model_weights(self.model_path, device, model=model)
+        model.load_state_dict(state, strict=strict)
 
     def trainer_state(self) -> dict:
         """Optimizer, scheduler, sampler and RNG state (CPU tensors), read without pickle code."""
-        return torch.load(self.path / TRAINER_FILE, map_location="cpu", weights_only=True)
+        path = self.path / TRAINER_FILE
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
+            raise CheckpointError(f"{path}: unreadable ({_first_line(err)})") from err
 
 
 def save_checkpoint(
@@ -152,7 +154,11 @@ def save_checkpoint(
     save_model_weights(model_state, tmp / MODEL_FILE)
     torch.save(trainer_state, tmp / TRAINER_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    for name in (MODEL_FILE, TRAINER_FILE, META_FILE):
+    # Hashed as read back: the manifest describes the bytes the filesystem holds.
+    digests = dict(zip(_FILES, _sha256s([tmp / n for n in _FILES]), strict=True))
+    files = {n: {"size": (tmp / n).stat().st_size, "sha256": digests[n]} for n in _FILES}
+    (tmp / MANIFEST_FILE).write_text(json.dumps({"format": 1, "files": files}, indent=2))
+    for name in (*_FILES, MANIFEST_FILE):
         _fsync_file(tmp / name)
     _fsync_dir(tmp)
     if final.exists():
@@ -168,42 +174,103 @@ def save_checkpoint(
     _fsync_file(pointer)
     os.replace(pointer, root / LATEST)
     _fsync_dir(root)
-    # Newer directories are left from a killed run that is now being redone; they are stale.
-    complete = _complete_checkpoints(root)
-    older = [c for c in complete if c.step < step]
-    stale = [c for c in complete if c.step > step] + older[: max(0, len(older) - (keep - 1))]
-    for old in stale:
-        shutil.rmtree(old.path, ignore_errors=True)
+    # Newer directories are left from a killed run that is now being redone (or were found
+    # corrupt and skipped); they are stale.
+    steps = _step_dirs(root)
+    older = [s for s in steps if s < step]
+    stale_steps = [s for s in steps if s > step] + older[: max(0, len(older) - (keep - 1))]
+    for old in stale_steps:
+        shutil.rmtree(root / step_name(old), ignore_errors=True)
     log.info("checkpoint %s written", final)
     return Checkpoint(final, step, meta)
 
 
-def _read(path: Path) -> Checkpoint | None:
+def _step_dirs(root: Path) -> list[int]:
+    """The steps of the ``step-*`` directories under ``root``, ascending, valid or not."""
+    if not root.is_dir():
+        return []
+    found = [int(m.group(1)) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return sorted(s for s in found if (root / step_name(s)).is_dir())
+
+
+def verify_checkpoint(path: Path, *, hashes: bool = True) -> Checkpoint:
+    """The checkpoint in ``path`` once its files match its manifest (sizes, and sha256 unless
+    ``hashes`` is False); raises :class:`CheckpointError` naming the first bad file and why.
+
+    A directory without a manifest (written before manifests) gets structural checks only."""
+    path = Path(path)
     match = _STEP_DIR.match(path.name)
     if match is None or not path.is_dir():
-        return None
-    if not all((path / name).is_file() for name in (MODEL_FILE, TRAINER_FILE, META_FILE)):
-        return None
+        raise CheckpointError(f"{path}: not a step-XXXXXXX checkpoint directory")
+    manifest = path / MANIFEST_FILE
+    if manifest.is_file():
+        _check_manifest(manifest, hashes)
+    else:
+        _check_structure(path)
+    meta_path = path / META_FILE
     try:
-        meta = json.loads((path / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(meta, dict) or meta.get("step") != int(match.group(1)):
-        return None
-    return Checkpoint(path, int(match.group(1)), meta)
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: unreadable ({_first_line(err)})") from err
+    step = int(match.group(1))
+    if not isinstance(meta, dict) or meta.get("step") != step:
+        found = meta.get("step") if isinstance(meta, dict) else meta
+        raise CheckpointError(f"{meta_path}: step {found!r}, expected {step}")
+    return Checkpoint(path, step, meta)
 
 
-def _complete_checkpoints(root: Path) -> list[Checkpoint]:
-    found = [c for p in root.iterdir() if (c := _read(p)) is not None] if root.is_dir() else []
-    return sorted(found, key=lambda c: c.step)
+def _check_manifest(manifest: Path, hashes: bool) -> None:
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        entries = {name: (int(files[name]["size"]), str(files[name]["sha256"])) for name in _FILES}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{manifest}: unreadable ({_first_line(err)})") from err
+    for name, (size, _) in entries.items():  # sizes of all before the slow hashes
+        file = manifest.parent / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        if (actual := file.stat().st_size) != size:
+            raise CheckpointError(f"{file}: {actual} bytes, the manifest says {size}")
+    if hashes:
+        paths = [manifest.parent / name for name in entries]
+        actual = _sha256s(paths)
+        for file, (_, digest), found in zip(paths, entries.values(), actual, strict=True):
+            if found != digest:
+                raise CheckpointError(f"{file}: sha256 differs from the manifest's")
 
 
-def load_latest(out_dir: Path, *, clean: bool = True) -> Checkpoint | None:
-    """The newest complete checkpoint of a stage, or ``None`` when there is none.
+def _check_structure(path: Path) -> None:
+    """What can be checked without a manifest: files present, the safetensors header covers the
+    file exactly, trainer.pt's zip directory (at its end) is intact."""
+    for name in _FILES:
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path / name}: missing")
+    try:
+        with safe_open(str(path / MODEL_FILE), framework="pt") as f:
+            f.metadata()
+    except Exception as err:
+        raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({_first_line(err)})") from err
+    try:
+        with zipfile.ZipFile(path / TRAINER_FILE) as z:
+            z.infolist()
+    except (OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path / TRAINER_FILE}: unreadable ({_first_line(err)})") from err
+    log.info("%s: no %s (an older checkpoint): checked its structure only", path, MANIFEST_FILE)
 
-    Follows ``checkpoints/latest``; if it is missing or names no complete checkpoint, falls back
-    to the highest-numbered complete ``step-*`` directory. ``clean`` removes leftover ``.tmp-*``
-    directories (pass ``False`` on every rank but the main one).
+
+def load_checkpoint(out_dir: Path, step: int, *, hashes: bool = True) -> Checkpoint:
+    """Checkpoint ``step`` of a stage, verified (:func:`verify_checkpoint`)."""
+    return verify_checkpoint(Path(out_dir) / "checkpoints" / step_name(step), hashes=hashes)
+
+
+def load_latest(out_dir: Path, *, clean: bool = True, hashes: bool = True) -> Checkpoint | None:
+    """The newest valid checkpoint of a stage, or ``None`` when there is none.
+
+    Tries the one ``checkpoints/latest`` names, then every other ``step-*`` directory from the
+    newest down, verifying each (:func:`verify_checkpoint`); one that fails is skipped with a
+    warning naming the file. Raises :class:`NoValidCheckpointError` when checkpoints exist but
+    none is valid. ``clean`` removes leftover ``.tmp-*`` directories (pass ``False`` on every
+    rank but the main one).
     """
     root = Path(out_dir) / "checkpoints"
     if not root.is_dir():
@@ -212,11 +279,28 @@ def load_latest(out_dir: Path, *, clean: bool = True) -> Checkpoint | None:
         for leftover in root.glob(".tmp-*"):
             log.warning("removing the unfinished checkpoint %s", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
+    order = sorted(_step_dirs(root), reverse=True)
     pointer = root / LATEST
     if pointer.is_file():
         name = pointer.read_text().strip()
-        if _STEP_DIR.match(name) and (found := _read(root / name)) is not None:
-            return found
-        log.warning("%s names no complete checkpoint (%r); scanning", pointer, name)
-    complete = _complete_checkpoints(root)
-    return complete[-1] if complete else None
+        named = int(m.group(1)) if (m := _STEP_DIR.match(name)) else None
+        if named in order:
+            order.remove(named)
+            order.insert(0, named)
+        else:
+            log.warning("%s names no checkpoint directory (%r); scanning", pointer, name)
+    problems = []
+    for step in order:
+        try:
+            return verify_checkpoint(root / step_name(step), hashes=hashes)
+        except CheckpointError as err:
+            problems.append(str(err))
+            log.warning("skipping checkpoint %s: %s", step_name(step), err)
+    if problems:
+        raise NoValidCheckpointError(f"{root}: no valid checkpoint: {'; '.join(problems)}")
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

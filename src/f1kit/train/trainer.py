@@ -56,6 +56,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from f1kit.train.checkpoint import (
     MODEL_FILE,
     Checkpoint,
+    CheckpointError,
+    NoValidCheckpointError,
+    load_checkpoint,
     load_latest,
     save_checkpoint,
     step_name,
@@ -210,11 +213,24 @@ def train_stage(
     optimizer = build_optimizer(model, settings, param_groups)
     scheduler = build_scheduler(optimizer, settings)
 
-    # The main rank removes unfinished checkpoints before the others look.
-    existing = load_latest(out_dir, clean=resume) if info.is_main else None
-    barrier()
-    if not info.is_main:
-        existing = load_latest(out_dir, clean=False)
+    # The main rank removes unfinished checkpoints and verifies (hashes) the candidates; the
+    # others open the one it chose, checking sizes only.
+    existing, problem = None, None
+    if info.is_main:
+        try:
+            existing = load_latest(out_dir, clean=resume)
+        except NoValidCheckpointError as err:
+            problem = err
+    chosen, message = all_gather_objects(
+        (None if existing is None else existing.step, None if problem is None else str(problem))
+    )[0]
+    if message is not None:
+        raise problem if problem is not None else NoValidCheckpointError(message)
+    if not info.is_main and chosen is not None:
+        try:
+            existing = load_checkpoint(out_dir, chosen, hashes=False)
+        except CheckpointError as err:  # reported by the check below, on every rank
+            log.warning("rank %d: %s", info.rank, err)
     found = all_gather_objects(None if existing is None else existing.step)
     if len(set(found)) > 1:
         raise RuntimeError(

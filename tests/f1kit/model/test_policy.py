@@ -150,6 +150,21 @@ def test_loading_a_broken_directory_names_the_file(tmp_path):
         load_pretrained(out)
 
 
+def test_an_alias_the_model_does_not_tie_is_refused(tmp_path):
+    """``f1kit.aliases`` naming a real tensor must not load another tensor in its place."""
+    out = F1Policy(micro_model(generation=False)).save_pretrained(tmp_path / "p")
+    tensors = load_file(str(out / "model.safetensors"))
+    by_shape: dict = {}
+    for name, t in tensors.items():
+        by_shape.setdefault((t.shape, t.dtype), []).append(name)
+    source, victim = next(names for names in by_shape.values() if len(names) > 1)[:2]
+    del tensors[victim]
+    aliases = json.dumps({victim: source})
+    save_file(tensors, str(out / "model.safetensors"), metadata={"f1kit.aliases": aliases})
+    with pytest.raises(PretrainedError, match=f"{victim} -> {source}: the model does not tie"):
+        load_pretrained(out)
+
+
 def _trunk_expert_params(width: int, mlp: int, heads: int, kv: int, head_dim: int) -> int:
     attn = width * heads * head_dim * 2 + width * kv * head_dim * 2  # q, o; k, v (no biases)
     return attn + 3 * width * mlp + 2 * width  # GeGLU gate/up/down; input + post RMSNorm

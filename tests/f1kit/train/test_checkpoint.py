@@ -1,4 +1,7 @@
+import hashlib
 import json
+import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -7,7 +10,15 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from f1kit.train import load_latest, load_model_weights, save_checkpoint, save_model_weights
+from f1kit.train import (
+    CheckpointError,
+    NoValidCheckpointError,
+    load_latest,
+    load_model_weights,
+    save_checkpoint,
+    save_model_weights,
+    verify_checkpoint,
+)
 
 
 class Tied(nn.Module):
@@ -96,7 +107,11 @@ def test_unfinished_and_broken_checkpoints_are_ignored(tmp_path: Path) -> None:
     meta = json.loads((root / "step-0000003" / "meta.json").read_text())
     meta["step"] = 4
     (root / "step-0000003" / "meta.json").write_text(json.dumps(meta))
-    assert load_latest(tmp_path) is None
+    # Checkpoints exist but none can be resumed: an error, never a silent fresh start.
+    with pytest.raises(
+        NoValidCheckpointError, match=r"step-0000003/meta\.json: \d+ bytes, the manifest says"
+    ):
+        load_latest(tmp_path)
 
 
 def test_redoing_a_step_replaces_stale_newer_checkpoints(tmp_path: Path) -> None:
@@ -112,3 +127,106 @@ def test_redoing_a_step_replaces_stale_newer_checkpoints(tmp_path: Path) -> None
     ckpt = load_latest(tmp_path)
     assert ckpt.step == 6
     assert torch.equal(load_model_weights(ckpt.model_path)["weight"], b.weight)
+
+
+def two_checkpoints(tmp_path: Path) -> tuple[Path, Path]:
+    model = Tied()
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, model.state_dict(), trainer_state(step), {})
+    root = tmp_path / "checkpoints"
+    return root / "step-0000002", root / "step-0000004"
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "trainer.pt", "meta.json"])
+def test_a_truncated_latest_falls_back_to_the_older_checkpoint(
+    tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    older, newest = two_checkpoints(tmp_path)
+    truncate(newest / name)
+    with caplog.at_level("WARNING"):
+        found = load_latest(tmp_path)
+    assert found is not None and found.path == older
+    assert str(newest / name) in caplog.text and "manifest says" in caplog.text
+    other = Tied()
+    found.load_model(other)  # the older one is whole
+    assert found.trainer_state()["step"] == 2
+
+
+def test_same_size_damage_is_caught_by_the_hash_only(tmp_path: Path) -> None:
+    older, newest = two_checkpoints(tmp_path)
+    data = bytearray((newest / "trainer.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: the size still matches
+    (newest / "trainer.pt").write_bytes(bytes(data))
+    assert load_latest(tmp_path).path == older
+    # The counter-case: sizes alone do not see it.
+    assert load_latest(tmp_path, hashes=False).path == newest
+
+
+def test_no_valid_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    older, newest = two_checkpoints(tmp_path)
+    truncate(newest / "model.safetensors")
+    (older / "trainer.pt").unlink()
+    with pytest.raises(NoValidCheckpointError) as info:
+        load_latest(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'checkpoints'}: no valid checkpoint")
+    assert str(newest / "model.safetensors") in message
+    assert f"{older / 'trainer.pt'}: missing" in message
+
+
+def without_manifest(ckpt: Path) -> None:
+    (ckpt / "manifest.json").unlink()  # as written before manifests
+
+
+def test_a_checkpoint_without_manifest_still_loads(tmp_path: Path) -> None:
+    older, newest = two_checkpoints(tmp_path)
+    without_manifest(older)
+    without_manifest(newest)
+    assert load_latest(tmp_path).path == newest
+    truncate(newest / "trainer.pt")  # structure is still checked: the zip directory is gone
+    found = load_latest(tmp_path)
+    assert found.path == older
+    found.load_model(Tied())
+    assert found.trainer_state()["step"] == 2
+
+
+def test_an_unreadable_file_passing_the_structure_check_is_named(tmp_path: Path) -> None:
+    _, newest = two_checkpoints(tmp_path)
+    without_manifest(newest)
+    path = newest / "trainer.pt"
+    with zipfile.ZipFile(path) as z:
+        entries = {info.filename: z.read(info) for info in z.infolist()}
+    pickle = next(n for n in entries if n.endswith("data.pkl"))
+    entries[pickle] = b"garbage"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    ckpt = load_latest(tmp_path)
+    assert ckpt.path == newest  # not detectable without a manifest
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: unreadable"):
+        ckpt.trainer_state()
+
+
+def test_the_manifest_is_written_inside_the_atomic_rename(tmp_path: Path) -> None:
+    _, newest = two_checkpoints(tmp_path)
+    manifest = json.loads((newest / "manifest.json").read_text())
+    for name in ("model.safetensors", "trainer.pt", "meta.json"):
+        data = (newest / name).read_bytes()
+        assert manifest["files"][name] == {
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+
+def test_meta_naming_another_step_is_refused(tmp_path: Path) -> None:
+    _, newest = two_checkpoints(tmp_path)
+    without_manifest(newest)  # the manifest would catch the edit first
+    meta = json.loads((newest / "meta.json").read_text())
+    (newest / "meta.json").write_text(json.dumps({**meta, "step": 2}))
+    with pytest.raises(CheckpointError, match=r"meta\.json: step 2, expected 4"):
+        verify_checkpoint(newest)
