@@ -25,6 +25,7 @@ from f1kit.train.model_weights import (
 )
 from f1kit.train.plots import loss_series, plot_losses
 from f1kit.train.rng import derive_seed, seed_everything
+from f1kit.train.run_lock import RunLock, RunLockedError
 from f1kit.train.sampler import SamplerState, ShardedBatchSampler, epoch_order
 from f1kit.train.schedule import build_optimizer, build_scheduler, lr_factor, trainable_groups
 from f1kit.train.settings import TrainSettings
@@ -40,6 +41,8 @@ __all__ = [
     "MetricsLog",
     "NoValidCheckpointError",
     "PeriodicEval",
+    "RunLock",
+    "RunLockedError",
     "SamplerState",
     "ShardedBatchSampler",
     "StageResult",
