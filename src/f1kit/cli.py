@@ -256,15 +256,33 @@ def recipe_run(
     file: Path = typer.Argument(..., help="recipe YAML file"),
     overrides: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     resume: bool = typer.Option(False, help="continue the run in the output directory"),
+    allow_changes: bool = typer.Option(
+        False,
+        help="with --resume: accept changes to stages not yet started (logged, in the report)",
+    ),
     output: Path | None = typer.Option(
         None, help="run directory (default: the recipe's output, runs/{name})"
     ),
 ) -> None:
     """Run every stage of a recipe: data, training stages, evaluation, report."""
     recipe = _load_or_exit(file, overrides, open_data=True)  # nothing is written before this
+    from f1kit.recipe import RecipeError
     from f1kit.recipe.run import run_recipe
+    from f1kit.train import NoValidCheckpointError, RunLockedError, WeightsError
 
-    out = run_recipe(recipe, output_dir=output or recipe.output_dir(), resume=resume)
+    try:
+        out = run_recipe(
+            recipe,
+            output_dir=output or recipe.output_dir(),
+            resume=resume,
+            allow_changes=allow_changes,
+        )
+    except (RecipeError, FileExistsError) as err:  # refused before any stage ran: one clear line
+        typer.echo(str(err), err=True)
+        raise typer.Exit(INVALID_RECIPE) from None
+    except (RunLockedError, NoValidCheckpointError, WeightsError) as err:  # the run's own state
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"done: {out}")
 
 

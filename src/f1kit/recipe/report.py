@@ -16,6 +16,7 @@ import torch
 from f1kit.data import WindowConfig, WindowedDataset, episode_ids, held_out_rows
 from f1kit.model import F1
 from f1kit.recipe.loading import resolved_yaml
+from f1kit.recipe.run_dir import resume_records
 from f1kit.recipe.schema import Recipe
 from f1kit.train import plot_losses, read_metrics
 from foresight import future_pairs
@@ -96,6 +97,7 @@ def write_report(
             "",
             f"![foresight](plots/{path.name})",
         ]
+    lines += _resume_section(out)
     lines += ["", "## Recipe", "", "```yaml", resolved_yaml(recipe).rstrip(), "```", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
@@ -153,6 +155,19 @@ def _training_eval_section(result: dict, out: Path, plots: Path) -> list[str]:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return [*lines, "", f"![evaluations](plots/{png.name})"]
+
+
+def _resume_section(out: Path) -> list[str]:
+    """What resumes changed (``--allow-changes``): the recipe below is the last one given."""
+    records = resume_records(out)
+    if not records:
+        return []
+    lines = ["", "## Changed on resume", "", "| when | key | old | new |", "|---|---|---|---|"]
+    for record in records:
+        for c in record["changes"]:
+            old, new = json.dumps(c["old"]), json.dumps(c["new"])
+            lines.append(f"| {record['time']} | `{c['key']}` | {old} | {new} |")
+    return lines
 
 
 def _cell(value: object) -> str:

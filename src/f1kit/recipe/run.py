@@ -27,9 +27,10 @@ from pathlib import Path
 
 from f1kit.recipe.dataset_checks import check_datasets
 from f1kit.recipe.loading import resolved_yaml
+from f1kit.recipe.run_dir import check_output, check_resume
 from f1kit.recipe.schema import Recipe
 from f1kit.recipe.stages import RunContext, runner
-from f1kit.train import init_distributed, is_main
+from f1kit.train import RunLock, init_distributed, is_main
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,30 @@ def run_recipe(
     output_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    allow_changes: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Run every stage of ``recipe``; returns the run directory (holding ``report.md``)."""
+    """Run every stage of ``recipe``; returns the run directory (holding ``report.md``).
+
+    ``resume`` continues the run in the directory; it refuses a recipe that differs from the
+    run's own in anything finished or started work used (``allow_changes``: stages not yet
+    started may change; `f1kit.recipe.run_dir`)."""
     out = Path(output_dir) if output_dir is not None else recipe.output_dir()
-    check_datasets(recipe)  # before anything is written: a mismatch found late leaves a half-run
+    # Before anything is written: a mismatch found late leaves a half-run.
+    check_datasets(recipe)
+    check_output(recipe, out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise FileExistsError(
+            f"output: {out} is not empty; pass --resume to continue that run or "
+            "--output to start a new one"
+        )
     dist = init_distributed()
+    if resume:
+        check_resume(recipe, out, allow_changes, record=is_main())
+    lock = None
     if is_main():
-        if out.exists() and any(out.iterdir()) and not resume:
-            raise FileExistsError(
-                f"output: {out} is not empty; pass --resume to continue that run or "
-                "--output to start a new one"
-            )
         out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out).acquire()  # one writer per run directory (a second run is refused)
         (out / "recipe.yaml").write_text(resolved_yaml(recipe))
     handler = _log_to(out / "run.log") if is_main() else None
     start = time.perf_counter()
@@ -71,6 +83,8 @@ def run_recipe(
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
+        if lock is not None:
+            lock.release()
     return out
 
 

@@ -26,7 +26,7 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Stands in for f1kit.recipe.run (the runner's own tests run real stages); records calls."""
     calls: list[dict] = []
 
-    def run_recipe(recipe, output_dir=None, *, resume=False):
+    def run_recipe(recipe, output_dir=None, *, resume=False, allow_changes=False):
         calls.append({"recipe": recipe, "output_dir": output_dir, "resume": resume})
         return Path(output_dir)
 

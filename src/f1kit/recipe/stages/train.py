@@ -34,6 +34,8 @@ def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -
     if is_main():
         policy = recipe_policy(model, recipe, ctx.processors)
         policy.save_pretrained(ctx.out / "policy")
+        # Done only once its policy is written: a crash in between reruns the save on resume.
+        done.write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -69,7 +71,5 @@ def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evalua
     best = load_result_weights(model, stage_dir) if evaluation is not None else None
     if best is not None:
         summary["best"] = best
-    if is_main():
-        (stage_dir / DONE).write_text(json.dumps(summary, indent=2))
     model.set_trainable(model.experts)
     return summary

@@ -42,7 +42,8 @@ def load_result_weights(model: F1, stage_dir: Path) -> dict | None:
     kept = best_weights(stage_dir)
     if kept is not None:
         path, record = kept
-        model.load_state_dict(load_model_weights(path, next(model.parameters()).device))
+        device = next(model.parameters()).device
+        model.load_state_dict(load_model_weights(path, device, model=model))
         log.info("%s: continuing from the best weights (step %d)", stage_dir.name, record["step"])
         return record
     ckpt = load_latest(stage_dir)
