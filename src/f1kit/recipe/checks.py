@@ -9,6 +9,8 @@ from dataclasses import fields
 
 from f1kit.model import TEXT_TOKENIZERS, VISION_ENCODERS, F1Config
 from f1kit.model.vision import ViTConfig
+from f1kit.recipe.component_checks import component_problems
+from f1kit.recipe.limits import limit_problems
 from f1kit.recipe.schema import (
     METAWORLD_ACTION_DIM,
     METAWORLD_STATE_DIM,
@@ -25,7 +27,7 @@ Problem = tuple[str, str]
 
 def recipe_problems(recipe: Recipe) -> list[Problem]:
     """Every cross-section problem of a recipe whose sections are each valid."""
-    problems = _component_problems(recipe.model)
+    problems = component_problems(recipe.model) + limit_problems(recipe)
     problems += _data_against_model(recipe.data, recipe.model) + _stage_problems(recipe)
     return problems + _evaluation_problems(recipe)
 

@@ -17,6 +17,7 @@ and the dataset:
 from pathlib import Path
 
 from f1kit.data import DatasetFormatError, DatasetMetadata, read_metadata
+from f1kit.recipe.component_checks import path_problems
 from f1kit.recipe.fields import RecipeError
 from f1kit.recipe.schema import Recipe, TrainStage
 
@@ -25,8 +26,9 @@ Problem = tuple[str, str]
 
 def check_datasets(recipe: Recipe, source: str | None = None) -> None:
     """Raise ``RecipeError`` (named ``source``, default the recipe's name) listing every
-    ``dataset_problems`` of ``recipe``; nothing is read past the datasets' metadata."""
-    problems = dataset_problems(recipe)
+    ``dataset_problems`` of ``recipe`` and every model file that is missing (`path_problems`);
+    nothing is read past the datasets' metadata."""
+    problems = path_problems(recipe.model) + dataset_problems(recipe)
     if problems:
         raise RecipeError(source or recipe.name, problems)
 

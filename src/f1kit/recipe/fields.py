@@ -1,11 +1,17 @@
 """The building blocks of recipe sections: typed numbers, names, the base section, and the two
 errors a recipe can raise (each problem with its key path)."""
 
+import reprlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from f1kit.sim import resolve_tasks
+
+# A problem's key path and message are cut to these lengths (a backstop: the messages cut the
+# values they quote to ~80 characters, see `short_repr`).
+MAX_PATH_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
 
 
 class RecipeError(ValueError):
@@ -14,9 +20,33 @@ class RecipeError(ValueError):
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = [(_cut(p, MAX_PATH_CHARS), _cut(m, MAX_MESSAGE_CHARS)) for p, m in problems]
         lines = [f"{source}: {p}: {m}" if p else f"{source}: {m}" for p, m in self.problems]
         super().__init__("\n".join(lines))
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, in time bounded by ``limit`` whatever the
+    value: a YAML alias bomb holds 9**9 strings, a plain repr would build all of them first."""
+    return _cut(_BOUNDED.repr(value), limit)
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's repr (a few items per level, a few levels) without its unbounded cases."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # str() of a huge int is quadratic, and refused past 4300 digits
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_BOUNDED = _BoundedRepr()
+_BOUNDED.maxlevel, _BOUNDED.maxstring, _BOUNDED.maxother = 4, 90, 90
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxdict = _BOUNDED.maxset = 8
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Problems(ValueError):

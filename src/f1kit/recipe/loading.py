@@ -9,6 +9,11 @@ the schema does not know ends up as a schema error naming its path.
 Every problem, from a missing file to a cross-stage rule, becomes one :class:`RecipeError` whose
 lines read ``<file>: <key.path>: <message>``.
 
+Bounds, so that any input gets a clear error in well under a second: the file and every
+``--set`` value within `f1kit.recipe.yaml_io`'s (1 MiB of text, 100 000 values once aliases
+expand), the first `MAX_PROBLEMS` problems listed, and every value a message quotes cut to ~80
+characters before it is formatted (`f1kit.recipe.fields.short_repr`).
+
 Example:
     >>> recipe = load_recipe("recipes/f1.yaml", ["stages.1.steps=10", "data.tasks=[reach-v3]"])
     >>> print(resolved_yaml(recipe))  # what the run writes as recipe.yaml
@@ -25,8 +30,19 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from f1kit.recipe.fields import Problems, RecipeError
+from f1kit.recipe.component_checks import block_errors, component_problems
+from f1kit.recipe.fields import Problems, RecipeError, short_repr
 from f1kit.recipe.schema import STAGE_KINDS, Recipe
+from f1kit.recipe.yaml_io import (
+    MAX_RECIPE_BYTES,
+    TooLarge,
+    dump_yaml,
+    load_yaml,
+    too_big,
+    yaml_message,
+)
+
+MAX_PROBLEMS = 100
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
@@ -38,6 +54,9 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.is_file():
         raise RecipeError(source, [("", "expected a YAML file, got a directory")])
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:  # before reading it: a recipe is a few KB
+            raise RecipeError(source, [("", too_big(size))])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(source, [("", f"cannot read the file: {err}")]) from None
@@ -46,11 +65,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 
 def parse_yaml(text: str, source: str = "<recipe>") -> dict[str, Any]:
-    """A recipe document -> its mapping; bad YAML, a duplicate key or a non-mapping: RecipeError."""
+    """A recipe document -> its mapping; bad YAML, a duplicate key, a non-mapping or a document
+    past the bounds (module docstring): RecipeError."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
-    except yaml.YAMLError as err:
-        raise RecipeError(source, [("", f"not valid YAML: {_yaml_message(err)}")]) from None
+        data = load_yaml(text)
+    except TooLarge as err:
+        raise RecipeError(source, [("", str(err))]) from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as err:
+        raise RecipeError(source, [("", f"not valid YAML: {yaml_message(err)}")]) from None
     if not isinstance(data, dict):
         got = f"{type(data).__name__} {_short(data)}" if data is not None else "an empty document"
         raise RecipeError(
@@ -64,11 +86,31 @@ def recipe_from_dict(data: Mapping[str, Any], source: str = "<recipe>") -> Recip
     try:
         return Recipe.model_validate(dict(data))
     except ValidationError as err:
-        raise RecipeError(source, validation_problems(err)) from None
+        problems = validation_problems(err)
     except TypeError as err:
         # pydantic wraps only ValueError; a block config's own check on a wrongly typed value
         # (the model's solver or sampler args) raises TypeError from F1Config's validator.
-        raise RecipeError(source, [("model", f"invalid value: {err}")]) from None
+        problems = [("model", f"invalid value: {err}")]
+    raise RecipeError(source, _with_component_problems(problems, data.get("model"))) from None
+
+
+def _with_component_problems(problems: list[tuple[str, str]], model: Any) -> list[tuple[str, str]]:
+    """``problems`` with each component argument's own problem at its key path
+    (`f1kit.recipe.component_checks`), in place of the message F1Config's check gave for it under
+    the bare key ``model``. The cross-section checks list them when every section is valid;
+    otherwise they come here, with the other sections' problems."""
+    precise = component_problems(model) if isinstance(model, Mapping) else []
+    if not precise:
+        return problems
+    # Only a component build raises TypeError there (every other model value is typed by the
+    # schema); a ValueError is recognised by its message.
+    explained = block_errors(model)
+    kept = [
+        (path, message)
+        for path, message in problems
+        if path != "model" or not (message.startswith("invalid value: ") or message in explained)
+    ]
+    return kept + [p for p in precise if p not in kept]
 
 
 def apply_overrides(
@@ -82,13 +124,21 @@ def apply_overrides(
         if not sep or not all(p.strip() for p in parts):
             raise RecipeError(
                 source,
-                [(f"--set {text!r}", "expected KEY.PATH=VALUE such as stages.1.steps=10")],
+                [
+                    (
+                        f"--set {short_repr(text)}",
+                        "expected KEY.PATH=VALUE such as stages.1.steps=10",
+                    )
+                ],
             )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
+            value = load_yaml(raw) if raw.strip() else None
+        except TooLarge as err:
+            raise RecipeError(source, [(key, f"--set value: {err}")]) from None
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as err:
             raise RecipeError(
-                source, [(key, f"--set value {raw!r} is not valid YAML: {_yaml_message(err)}")]
+                source,
+                [(key, f"--set value {short_repr(raw)} is not valid YAML: {yaml_message(err)}")],
             ) from None
         _set(out, [p.strip() for p in parts], value, source, key)
     return out
@@ -96,13 +146,7 @@ def apply_overrides(
 
 def resolved_yaml(recipe: Recipe) -> str:
     """The recipe with every default filled in, keys in schema order; loads back to ``recipe``."""
-    return yaml.dump(
-        recipe.model_dump(mode="json"),
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=100,
-    )
+    return dump_yaml(recipe.model_dump(mode="json"))
 
 
 # ---- overrides -------------------------------------------------------------------------------
@@ -132,7 +176,7 @@ def _set(root: dict, parts: list[str], value: Any, source: str, key: str) -> Non
             node = child
         if not isinstance(node, (dict, list)):
             path = ".".join(parts[: depth + 1])
-            raise fail(f"{path} is {node!r}, not a mapping or list, so it has no keys")
+            raise fail(f"{path} is {short_repr(node)}, not a mapping or list, so it has no keys")
 
 
 def _list_index(items: list, part: str, where: str, fail: Callable[[str], RecipeError]) -> int:
@@ -147,7 +191,7 @@ def _list_index(items: list, part: str, where: str, fail: Callable[[str], Recipe
         names = [it.get("name") for it in items if isinstance(it, dict)]
         raise fail(
             f"{where} is a list: expected an index 0..{len(items) - 1} or the name of one entry"
-            f" {names}, got {part!r}"
+            f" {short_repr(names, 400)}, got {short_repr(part)}"
         )
     return named[0]
 
@@ -158,7 +202,12 @@ def _list_index(items: list, part: str, where: str, fail: Callable[[str], Recipe
 def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     """pydantic's errors as (dotted key path, message naming the bad value and what is allowed)."""
     lines: list[list] = []  # [path, messages, got]
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    for done, e in enumerate(errors):
+        if len(lines) >= MAX_PROBLEMS:  # a huge document: the first ones say what is wrong
+            lines = lines[:MAX_PROBLEMS]
+            lines.append(["", [f"... and {len(errors) - done} more problems"], ""])
+            break
         raw = tuple(e["loc"])
         loc = _clean_loc(raw)
         cause = (e.get("ctx") or {}).get("error")
@@ -221,7 +270,7 @@ def _clean_loc(raw: tuple) -> tuple:
 
 def _join(loc: tuple, rel: str = "") -> str:
     parts = [str(p) for p in loc] + ([rel] if rel else [])
-    return ".".join(parts)
+    return ".".join(p if len(p) <= 80 else p[:77] + "..." for p in parts)
 
 
 def _describe(e: dict, raw: tuple, loc: tuple) -> tuple[str, str, str]:
@@ -255,8 +304,7 @@ def _describe(e: dict, raw: tuple, loc: tuple) -> tuple[str, str, str]:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return short_repr(value)
 
 
 def _keys_at(raw: tuple) -> list[str]:
@@ -309,48 +357,3 @@ def _tags(model: Any) -> tuple:
         return ()
     field = model.model_fields.get("kind")
     return get_args(field.annotation) if field is not None else ()
-
-
-# ---- YAML ------------------------------------------------------------------------------------
-
-
-# libyaml's parser/emitter when PyYAML was built with it (same documents, ~10x faster).
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _StrictLoader(_SafeLoader):
-    """A safe loader that refuses duplicate keys (plain YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (lines {seen[key]} and {line})",
-                    key_node.start_mark,
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-class _Dumper(_SafeDumper):
-    """Block style for sections, flow style for short lists of scalars ([-9, -6, -3, 0])."""
-
-
-def _represent_list(dumper: _SafeDumper, items: list) -> yaml.Node:
-    flow = all(not isinstance(i, (dict, list)) for i in items) and len(repr(items)) <= 80
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def _yaml_message(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem

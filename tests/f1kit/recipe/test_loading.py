@@ -134,7 +134,7 @@ def test_an_override_of_an_unknown_key_is_a_schema_error_naming_the_path():
     assert list(found) == ["stages.1.optimizer.beta"]
     assert "did you mean 'betas'" in found["stages.1.optimizer.beta"]
     found = problems(apply_overrides(toy(), ["model.generation.tokenizer.overrides.zz=1"]))
-    assert "unknown VQVAEConfig fields ['zz']" in found["model"]
+    assert "unknown VQVAEConfig fields ['zz']" in found["model.generation.tokenizer.overrides"]
 
 
 @pytest.mark.parametrize(
