@@ -75,6 +75,10 @@ def test_config_errors(tmp_path: Path) -> None:
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(FileExistsError, match="overwrite"):  # raised before any simulation
         generate_demos(DemoConfig(tasks=("reach-v3",), episodes=1), tmp_path / "taken")
+    with pytest.raises(FileExistsError, match="only replaces an f1kit dataset"):  # kept
+        config = DemoConfig(tasks=("reach-v3",), episodes=1)
+        generate_demos(config, tmp_path / "taken", overwrite=True)
+    assert (tmp_path / "taken" / "file").read_text() == "x"
     assert DemoConfig(tasks="MT10").tasks == MT10  # set names expand
     with pytest.raises(ValueError, match="episodes"):
         DemoConfig(episodes=0)

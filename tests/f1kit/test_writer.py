@@ -162,3 +162,23 @@ def test_bool_features_are_stored_as_bool_and_read_back(tmp_path: Path) -> None:
     assert table.schema.field("next.done").type == pa.bool_()
     back = read_dataset(root).episode(0).arrays["next.done"]
     assert back.dtype == np.bool_ and np.array_equal(back[:, 0], done)
+
+
+def test_overwrite_replaces_only_a_dataset_f1kit_wrote(tmp_path: Path) -> None:
+    eps = [Episode("t", {"action": np.zeros((2, 4), np.float32)})]
+    ours = write_dataset(tmp_path / "ours", eps, fps=10)
+    write_dataset(ours, eps * 2, fps=10, overwrite=True)  # an f1kit dataset: replaced
+    assert json.loads((ours / "meta/info.json").read_text())["total_episodes"] == 2
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match=r"holds \['thesis.tex'\]"):
+        write_dataset(home, eps, fps=10, overwrite=True)
+    (ours / "notes.txt").write_text("mine")  # a dataset with someone's file in it
+    with pytest.raises(FileExistsError, match=r"it holds \['notes.txt'\]"):
+        write_dataset(ours, eps, fps=10, overwrite=True)
+    assert (home / "thesis.tex").exists() and (ours / "notes.txt").exists()
+    (home / "thesis.tex").unlink()
+    (home / "meta").mkdir()  # looks like a dataset, but not f1kit's
+    with pytest.raises(FileExistsError, match="not a dataset f1kit wrote"):
+        write_dataset(home, eps, fps=10, overwrite=True)

@@ -44,6 +44,9 @@ from f1kit.data.lerobot_layout import (
 from f1kit.data.stats import histogram_stats, numeric_stats, pixel_histogram
 from f1kit.data.video import Mp4Writer, encode_png, mp4_pixel_format
 
+# What a dataset folder holds; overwrite refuses to delete a folder holding anything else.
+DATASET_ENTRIES = ("meta", "data", "videos")
+
 IMAGE_NAMES = ["height", "width", "channels"]
 
 
@@ -261,6 +264,26 @@ class _Writer:
         (root / INFO_PATH).write_text(json.dumps(info, indent=2))
 
 
+def check_overwritable(root: Path, overwrite: bool) -> None:
+    """Refuse to replace a non-empty ``root`` unless ``overwrite`` and it holds only a dataset
+    f1kit wrote (its ``meta/tasks.parquet`` names f1kit as creator, and nothing but ``meta``,
+    ``data`` and ``videos`` is in it): a mistyped path must never delete someone's folder."""
+    if not overwrite:
+        raise FileExistsError(f"root: {root} exists and is not empty (pass overwrite=True)")
+    others = sorted(p.name for p in root.iterdir() if p.name not in DATASET_ENTRIES)
+    creator = None
+    try:
+        pandas = pq.read_schema(root / TASKS_PATH).metadata or {}
+        creator = json.loads(pandas.get(b"pandas", b"{}")).get("creator", {}).get("library")
+    except (OSError, ValueError, pa.ArrowException):
+        pass
+    if others or creator != "f1kit":
+        why = f"it holds {others[:5]}" if others else "it is not a dataset f1kit wrote"
+        raise FileExistsError(
+            f"root: {root} is not empty and {why}; overwrite only replaces an f1kit dataset"
+        )
+
+
 def write_dataset(
     root: Path | str,
     episodes: Iterable[Episode],
@@ -289,8 +312,7 @@ def write_dataset(
         raise ValueError(f"images: expected 'png' or 'video', got {images!r}")
     root = Path(root)
     if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"root: {root} exists and is not empty (pass overwrite=True)")
+        check_overwritable(root, overwrite)
         shutil.rmtree(root)
     out = _Writer(root, fps, images, names or {}, data_file_mb)
     try:

@@ -27,6 +27,7 @@ import numpy as np
 from rich.progress import Progress
 
 from f1kit.data import Episode, has_video_codec, write_dataset
+from f1kit.data.writer import check_overwritable
 from f1kit.sim.env import MetaWorldEnv, layout_seed
 from f1kit.sim.expert import ScriptedExpert
 from f1kit.sim.tasks import MT10, instruction, resolve_tasks
@@ -158,8 +159,8 @@ def generate_demos(
         config = DemoConfig(tasks="MT10", episodes=30, size=64, workers=0)
         result = generate_demos(config, "data/mt10")
     """
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
-        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=True)")
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        check_overwritable(Path(out), overwrite)  # before any simulation, as the writer would
     # Checked before any simulation rather than by the writer at the end.
     if images not in ("png", "video"):
         raise ValueError(f"images: expected 'png' or 'video', got {images!r}")
