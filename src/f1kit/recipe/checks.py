@@ -4,11 +4,7 @@ Each rule returns problems as (key path from the recipe root, message naming the
 what is allowed), so one run of the checks reports everything wrong with a recipe at once.
 """
 
-import inspect
-from dataclasses import fields
-
-from f1kit.model import TEXT_TOKENIZERS, VISION_ENCODERS, F1Config
-from f1kit.model.vision import ViTConfig
+from f1kit.model import F1Config
 from f1kit.recipe.component_checks import component_problems
 from f1kit.recipe.limits import limit_problems
 from f1kit.recipe.schema import (
@@ -34,52 +30,6 @@ def recipe_problems(recipe: Recipe) -> list[Problem]:
 
 def _no_gen(model: F1Config) -> str:
     return "this model is No-Gen (model.generation is null)"
-
-
-def _component_problems(model: F1Config) -> list[Problem]:
-    """Registered names, and their args where that needs no weights or files: a typo here would
-    otherwise surface only when the model is built, after the demos have been generated."""
-    problems = []
-    vision, text = model.vision, model.text
-    if vision.name not in VISION_ENCODERS:
-        problems.append(
-            (
-                "model.vision.name",
-                f"{vision.name!r} is not a registered vision encoder; "
-                f"expected one of {sorted(VISION_ENCODERS)}",
-            )
-        )
-    elif vision.name == "vit":
-        known = [f.name for f in fields(ViTConfig)]
-        unknown = sorted(set(vision.args) - set(known))
-        if unknown:
-            problems.append(
-                ("model.vision.args", f"unknown vit args {unknown}; expected some of {known}")
-            )
-        else:
-            try:
-                ViTConfig(**vision.args)
-            except (TypeError, ValueError) as err:
-                problems.append(("model.vision.args", str(err)))
-    if text.name not in TEXT_TOKENIZERS:
-        problems.append(
-            (
-                "model.text.name",
-                f"{text.name!r} is not a registered text tokenizer; "
-                f"expected one of {sorted(TEXT_TOKENIZERS)}",
-            )
-        )
-    else:
-        params = inspect.signature(TEXT_TOKENIZERS[text.name]).parameters
-        unknown = sorted(set(text.args) - set(params))
-        if unknown:
-            problems.append(
-                (
-                    "model.text.args",
-                    f"unknown {text.name} args {unknown}; expected some of {list(params)}",
-                )
-            )
-    return problems
 
 
 def _data_against_model(data: DataConfig, model: F1Config) -> list[Problem]:

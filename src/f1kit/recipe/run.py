@@ -22,6 +22,7 @@ The loop below sets the run up (`stages.RunContext`), hands each stage to the ru
 """
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def run_recipe(
             f"output: {out} is not empty; pass --resume to continue that run or "
             "--output to start a new one"
         )
+    fresh = not out.exists() or not any(out.iterdir())  # nothing of an earlier run in it
     dist = init_distributed()
     if resume:
         check_resume(recipe, out, allow_changes, record=is_main())
@@ -80,12 +82,32 @@ def run_recipe(
 
             seconds = time.perf_counter() - start
             write_report(out, recipe, results, seconds, ctx.model, ctx.data, ctx.window, ctx.codes)
+    except BaseException:
+        if handler is not None:  # closed before cleaning up: it would reopen run.log
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+            handler = None
+        if fresh and is_main():
+            _forget_unstarted(out)
+        raise
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
         if lock is not None:
             lock.release()
     return out
+
+
+def _forget_unstarted(out: Path) -> None:
+    """A run that failed before making anything (no demos, no stage begun) leaves nothing that
+    would block a rerun (``output ... is not empty``): what it wrote is removed."""
+    if (out / "stages").exists() or (out / "data" / "demos.json").exists():
+        return
+    for path in out.iterdir():
+        if path.name == ".lock":
+            continue  # released (and removed) by the lock itself
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    log.info("nothing was made in %s; removed what the failed run wrote", out)
 
 
 def _log_to(path: Path) -> logging.Handler:

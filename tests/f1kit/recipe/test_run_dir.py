@@ -136,3 +136,24 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path: Path) -> None:
     finally:
         lock.release()
     assert (out / "recipe.yaml").read_text() == before
+
+
+def test_a_run_that_fails_before_making_anything_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from f1kit.recipe.stages import RunContext
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no data today")
+
+    monkeypatch.setattr(RunContext, "open", broken)
+    recipe = recipe_from_dict(toy(), "toy.yaml")
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="no data today"):
+        run_recipe(recipe, out, progress=False)
+    assert not out.exists() or not any(out.iterdir())  # a rerun is not told "not empty"
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / "data" / "demos.json").write_text("{}")  # demos were made: they are kept
+    with pytest.raises(RuntimeError, match="no data today"):
+        run_recipe(recipe, out, resume=True, progress=False)
+    assert (out / "data" / "demos.json").exists() and (out / "recipe.yaml").exists()
