@@ -75,6 +75,15 @@ def bc_policy(size: int) -> nn.Module:
     )
 
 
+def bc_step(net: nn.Module, opt: torch.optim.Optimizer, batch: dict) -> None:
+    """One training step of the BC policy on a window batch (the loader's peer)."""
+    images = batch["images"][:, 0].float() / 255.0
+    loss = (net(images) - batch["action"].flatten(1)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def synthetic_episodes(episodes: int, length: int, size: int, seed: int = 0) -> list[Episode]:
     """Camera frames with a textured background and moving blocks (PNG compresses them about as
     well as rendered scenes), 4-d state and action."""
@@ -119,14 +128,9 @@ def lazy_loader(args, tmp: Path) -> None:
             batch = next(it)
             load = measure(lambda it=it: next(it), "cpu", args.repeats, args.warmup)
 
-            def train_step(batch=batch) -> None:
-                images = batch["images"][:, 0].float() / 255.0
-                loss = (net(images) - batch["action"].flatten(1)).pow(2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
-            step = measure(train_step, "cpu", args.repeats, args.warmup)
+            step = measure(
+                lambda batch=batch: bc_step(net, opt, batch), "cpu", args.repeats, args.warmup
+            )
             encoded = sum(len(x) for x in ds._encoded.get("observation.images.cam", []))
             emit(
                 "lazy_loader",
@@ -282,14 +286,7 @@ def main() -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     batch = next(it_eager)
 
-    def train_step() -> None:
-        images = batch["images"][:, 0].float() / 255.0
-        loss = (net(images) - batch["action"].flatten(1)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    step = measure(train_step, "cpu", args.repeats, args.warmup)
+    step = measure(lambda: bc_step(net, opt, batch), "cpu", args.repeats, args.warmup)
     params = sum(p.numel() for p in net.parameters())
     emit(
         "window_loader",

@@ -27,17 +27,24 @@ class DatasetFormatError(ValueError):
     """A dataset folder that does not follow the LeRobotDataset layout."""
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path`` (info.json, stats.json), ``DatasetFormatError`` naming the file
+    when it is not valid JSON or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(f"{path}: expected JSON, got invalid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise DatasetFormatError(f"{path}: expected a JSON object, got a {type(value).__name__}")
+    return value
+
+
 def load_info(root: Path) -> dict:
     """The parsed ``meta/info.json`` of ``root``, with ``fps`` and every feature checked."""
     path = root / INFO_PATH
     if not path.exists():
         raise DatasetFormatError(f"{root}: no {INFO_PATH}; not a LeRobotDataset folder")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(f"{path}: expected JSON, got invalid JSON ({err})") from err
-    if not isinstance(info, dict):
-        raise DatasetFormatError(f"{path}: expected a JSON object, got a {type(info).__name__}")
+    info = read_json_object(path)
     for need in ("fps", "features"):
         if need not in info:
             raise DatasetFormatError(f"{path}: missing {need!r}")

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from f1kit.data.info import VISUAL_DTYPES, DatasetFormatError, image_size, load_info
+from f1kit.data.info import (
+    VISUAL_DTYPES,
+    DatasetFormatError,
+    image_size,
+    load_info,
+    read_json_object,
+)
 from f1kit.data.lerobot_layout import INFO_PATH, STATS_PATH, TASKS_PATH
 
 
@@ -66,13 +72,7 @@ def read_stats(root: Path) -> dict:
     path = root / STATS_PATH
     if not path.exists():
         return {}
-    try:
-        stats = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetFormatError(f"{path}: expected JSON, got invalid JSON ({err})") from err
-    if not isinstance(stats, dict):
-        raise DatasetFormatError(f"{path}: expected a JSON object, got a {type(stats).__name__}")
-    return stats
+    return read_json_object(path)
 
 
 def read_tasks(root: Path) -> tuple[list[str], Path]:
