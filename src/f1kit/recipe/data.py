@@ -11,6 +11,7 @@ frame_codes              the frozen tokenizer's codes of every training frame, c
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +21,11 @@ from f1kit.data import NormalizeStep, Processor, make_processors, read_dataset
 from f1kit.model import F1
 from f1kit.recipe.fields import RecipeError
 from f1kit.recipe.schema import EvalStage, Recipe
-from f1kit.train import is_main
+from f1kit.train import barrier, is_main
 
 log = logging.getLogger(__name__)
 
 CODE_BATCH = 256  # frames tokenized per forward pass
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op outside torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def datasets(recipe: Recipe, out: Path, progress: bool) -> list:
@@ -48,7 +43,9 @@ def datasets(recipe: Recipe, out: Path, progress: bool) -> list:
     if not marker.exists():
         if is_main():
             demo = cfg.demo_config()
-            result = generate_demos(demo, root, progress=progress, overwrite=True)
+            # No marker: whatever is there is this run's own unfinished generation (a killed one).
+            shutil.rmtree(root, ignore_errors=True)
+            result = generate_demos(demo, root, progress=progress)
             marker.write_text(
                 json.dumps(
                     {
@@ -111,6 +108,7 @@ def frame_codes(model: F1, data: list, key: str, out: Path, progress: bool) -> l
     Other ranks wait for rank 0's files."""
     folder = out / "data" / "codes"
     paths = [folder / f"d{i}.npy" for i in range(len(data))]
+    barrier()  # every rank looks at the same files, so all take the same branch below
     if all(p.exists() for p in paths):
         codes = [np.load(p, mmap_mode="r") for p in paths]
         if all(len(c) == len(ds) for c, ds in zip(codes, data, strict=True)):

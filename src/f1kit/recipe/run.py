@@ -31,7 +31,7 @@ from f1kit.recipe.loading import resolved_yaml
 from f1kit.recipe.run_dir import check_output, check_resume
 from f1kit.recipe.schema import Recipe
 from f1kit.recipe.stages import RunContext, runner
-from f1kit.train import RunLock, init_distributed, is_main
+from f1kit.train import RunLock, RunLockedError, all_gather_objects, init_distributed, is_main
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,15 @@ def run_recipe(
         )
     fresh = not out.exists() or not any(out.iterdir())  # nothing of an earlier run in it
     dist = init_distributed()
-    if resume:
-        check_resume(recipe, out, allow_changes, record=is_main())
-    lock = None
+    lock = _lock(out)  # one writer per run directory, taken before anything is recorded
+    try:
+        if resume:
+            check_resume(recipe, out, allow_changes, record=is_main())
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out).acquire()  # one writer per run directory (a second run is refused)
         (out / "recipe.yaml").write_text(resolved_yaml(recipe))
     handler = _log_to(out / "run.log") if is_main() else None
     start = time.perf_counter()
@@ -96,6 +99,22 @@ def run_recipe(
         if lock is not None:
             lock.release()
     return out
+
+
+def _lock(out: Path) -> RunLock | None:
+    """Rank 0 makes the run directory and takes its lock; every rank learns whether it got it,
+    so a refused run stops on all ranks instead of leaving the others waiting."""
+    lock, refused = None, None
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = RunLock(out).acquire()
+        except RunLockedError as err:
+            refused = (str(err.path), err.owner)
+    refused = all_gather_objects(refused)[0]
+    if refused is not None:
+        raise RunLockedError(Path(refused[0]), refused[1])
+    return lock
 
 
 def _forget_unstarted(out: Path) -> None:

@@ -11,6 +11,8 @@ from f1kit.train.checkpoint import (
 )
 from f1kit.train.distributed import (
     DistInfo,
+    all_gather_objects,
+    barrier,
     init_distributed,
     is_main,
     shutdown_distributed,
@@ -48,6 +50,8 @@ __all__ = [
     "StageResult",
     "TrainSettings",
     "WeightsError",
+    "all_gather_objects",
+    "barrier",
     "best_weights",
     "build_optimizer",
     "build_scheduler",

@@ -5,17 +5,23 @@ a stage is done only once its policy is written."""
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from f1kit.cli import app
+from f1kit.data import Episode, write_dataset
 from f1kit.model import F1Policy
 from f1kit.recipe import RecipeError, recipe_from_dict, resolved_yaml
 from f1kit.recipe.report import _resume_section
 from f1kit.recipe.run import run_recipe
 from f1kit.recipe.run_dir import check_output, check_resume, resume_records
-from f1kit.train import RunLock, RunLockedError
+from f1kit.recipe.stages.weights import load_result_weights
+from f1kit.sim import DemoResult
+from f1kit.train import CheckpointError, RunLock, RunLockedError, save_checkpoint
+from tests.f1kit.model.helpers import micro_model
 from tests.f1kit.recipe.helpers import toy
 from tests.f1kit.recipe.lerobot_conventions import lerobot_dataset
 from tests.f1kit.recipe.test_lerobot_recipe import lerobot_recipe
@@ -129,13 +135,15 @@ def test_a_stage_is_done_only_after_its_policy_is_written(tmp_path: Path, monkey
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path: Path) -> None:
     recipe, out = _started_run(tmp_path, started=1)
     before = (out / "recipe.yaml").read_text()
+    more = recipe_from_dict(_changed(recipe, stages__2__episodes=9), "toy.yaml")
     lock = RunLock(out).acquire()  # another run holds the directory
     try:
         with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-            run_recipe(recipe_from_dict(recipe, "toy.yaml"), out, resume=True, progress=False)
+            run_recipe(more, out, resume=True, allow_changes=True, progress=False)
     finally:
         lock.release()
     assert (out / "recipe.yaml").read_text() == before
+    assert not (out / "resume.jsonl").exists()  # nothing recorded for a run that never ran
 
 
 def test_a_run_that_fails_before_making_anything_leaves_nothing_behind(
@@ -157,3 +165,45 @@ def test_a_run_that_fails_before_making_anything_leaves_nothing_behind(
     with pytest.raises(RuntimeError, match="no data today"):
         run_recipe(recipe, out, resume=True, progress=False)
     assert (out / "data" / "demos.json").exists() and (out / "recipe.yaml").exists()
+
+
+def test_a_done_stage_continues_from_its_own_final_checkpoint_or_stops(tmp_path: Path) -> None:
+    model = micro_model(generation=False)
+    stage = tmp_path / "stage"
+    for step in (100, 200):
+        state = {k: v + step for k, v in model.state_dict().items()}
+        save_checkpoint(stage, step, state, {}, {"step": step})
+    load_result_weights(model, stage, final_step=200)
+    assert all(torch.equal(v, micro_model(False).state_dict()[k] + 200)
+               for k, v in model.state_dict().items())  # fmt: skip
+    weights = stage / "checkpoints" / "step-0000200" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one byte flipped: only the hash sees it
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="step-0000200"):  # not step 100 in its place
+        load_result_weights(model, stage, final_step=200)
+
+
+def test_a_killed_demo_generation_is_redone_on_resume(tmp_path: Path, monkeypatch) -> None:
+    from f1kit.recipe import data as recipe_data
+
+    out = tmp_path / "run"
+    partial = out / "data" / "demos" / "data" / "chunk-000"
+    partial.mkdir(parents=True)
+    (partial / "file-000.parquet").write_bytes(b"half an episode")  # killed before its meta
+    made = []
+
+    def generate(config, root, progress=False, overwrite=False):
+        made.append(root)
+        arrays = {
+            "action": np.zeros((3, 4), np.float32),
+            "observation.state": np.zeros((3, 4), np.float32),
+            "observation.images.corner": np.zeros((3, 8, 8, 3), np.uint8),
+        }
+        episode = Episode("reach", arrays)
+        write_dataset(root, [episode], fps=10, overwrite=overwrite)
+        return DemoResult([], frames=3, successes={}, failures={}, fps=10, seconds=0.0)
+
+    monkeypatch.setattr("f1kit.sim.generate_demos", generate)
+    data = recipe_data.datasets(recipe_from_dict(toy(), "toy.yaml"), out, progress=False)
+    assert made and len(data[0]) == 3 and (out / "data" / "demos.json").exists()

@@ -3,6 +3,7 @@ training rows (`foresight.train_tokenizer`), score it on the held-out episodes, 
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from f1kit.recipe.schema import TokenizerStage
 from f1kit.recipe.stages.context import DONE, RunContext
 from f1kit.recipe.stages.registry import register
 from f1kit.recipe.stages.weights import load_tokenizer
-from f1kit.train import is_main
+from f1kit.train import barrier, is_main
 from foresight import tokenizer_quality, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,13 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
         # bit-reproducible across devices: rank 0's weights define the codes for all.
         for tensor in tokenizer.state_dict().values():
             torch.distributed.broadcast(tensor, src=0)
-    with (stage_dir / "metrics.jsonl").open("w") as f:
-        for step, m in enumerate(metrics, start=1):
-            f.write(json.dumps({**m, "step": step}) + "\n")
     if is_main():
-        tokenizer.save(weights)
+        with (stage_dir / "metrics.jsonl").open("w") as f:
+            for step, m in enumerate(metrics, start=1):
+                f.write(json.dumps({**m, "step": step}) + "\n")
+        partial = weights.with_suffix(".tmp.safetensors")
+        tokenizer.save(partial)
+        os.replace(partial, weights)  # a kill mid-save leaves no truncated weights behind
     result = {
         "steps": stage.steps,
         "wall_seconds": time.perf_counter() - began,
@@ -68,7 +71,9 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
     if held.any():
         result["quality"] = _held_out_quality(ctx, frames)
         log.info("tokenizer %s on held-out frames: %s", stage.name, result["quality"])
-    done.write_text(json.dumps(result, indent=2))
+    if is_main():  # done only after the weights are in place
+        done.write_text(json.dumps(result, indent=2))
+    barrier()
     return result
 
 

@@ -27,8 +27,8 @@ def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -
         evaluation = stage_evaluation(model, stage, recipe, windows, ctx.held, ctx.processors)
     done = stage_dir / DONE
     if done.exists():  # completed earlier: its final (or best) weights continue the run
-        load_result_weights(model, stage_dir)
         summary = json.loads(done.read_text())
+        load_result_weights(model, stage_dir, final_step=summary["steps"])
     else:
         summary = _train(ctx, stage, index, stage_dir, dataset, evaluation)
     if is_main():

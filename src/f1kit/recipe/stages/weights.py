@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from f1kit.model import F1
-from f1kit.train import best_weights, load_latest, load_model_weights
+from f1kit.train import best_weights, load_checkpoint, load_latest, load_model_weights
 from foresight import MultiScaleVQVAE
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,11 @@ def load_tokenizer(model: F1, path: Path, source: str) -> None:
     model.tokenizer.load_state_dict(loaded.state_dict())
 
 
-def load_result_weights(model: F1, stage_dir: Path) -> dict | None:
+def load_result_weights(model: F1, stage_dir: Path, final_step: int | None = None) -> dict | None:
     """Load a finished train stage's result into ``model``: the best weights its evaluation
-    kept (returning their record), else its last checkpoint (returning None)."""
+    kept (returning their record), else its last checkpoint (returning None). ``final_step``
+    (a stage done earlier): exactly that checkpoint, verified; never an older one in its place,
+    which would continue the run from weights its ``done.json`` does not describe."""
     kept = best_weights(stage_dir)
     if kept is not None:
         path, record = kept
@@ -46,7 +48,7 @@ def load_result_weights(model: F1, stage_dir: Path) -> dict | None:
         model.load_state_dict(load_model_weights(path, device, model=model))
         log.info("%s: continuing from the best weights (step %d)", stage_dir.name, record["step"])
         return record
-    ckpt = load_latest(stage_dir)
+    ckpt = load_latest(stage_dir) if final_step is None else load_checkpoint(stage_dir, final_step)
     if ckpt is not None:
         ckpt.load_model(model)
     return None
