@@ -33,9 +33,8 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
         load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
     began = time.perf_counter()
-    key = generation_key(recipe)
-    frames = np.concatenate([ds.frames(key, np.arange(len(ds))) for ds in ctx.data])
-    images = torch.from_numpy(frames[~held]).permute(0, 3, 1, 2)
+    frames = CameraRows(ctx.data, generation_key(recipe))
+    train_rows = np.flatnonzero(~held)
     config = stage.train_config(recipe.seed, index)
     rng = torch.Generator().manual_seed(config.seed)
     tokenizer = model.tokenizer
@@ -43,8 +42,9 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
 
     def batches():
         while True:
-            idx = torch.randint(0, len(images), (stage.batch_size,), generator=rng)
-            yield model.tokenizer_images(images[idx].to(device))
+            idx = torch.randint(0, len(train_rows), (stage.batch_size,), generator=rng)
+            batch = torch.from_numpy(frames[train_rows[idx.numpy()]]).permute(0, 3, 1, 2)
+            yield model.tokenizer_images(batch.contiguous().to(device))
 
     tokenizer.requires_grad_(True).train()
     metrics = train_tokenizer(
@@ -77,13 +77,36 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
     return result
 
 
-def _held_out_quality(ctx: RunContext, frames: np.ndarray) -> dict:
+class CameraRows:
+    """One camera's frames over several datasets by row of their concatenation, fetched a batch
+    at a time: a lazily read dataset is never decoded whole (``frames[rows]`` -> uint8
+    ``(n, H, W, 3)``)."""
+
+    def __init__(self, data: list, key: str) -> None:
+        self.data, self.key = data, key
+        self.starts = np.cumsum([0] + [len(ds) for ds in data])
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        out = None
+        for d in np.unique(which):
+            at = which == d
+            part = self.data[d].frames(self.key, rows[at] - self.starts[d])
+            if out is None:
+                out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+            out[at] = part
+        assert out is not None  # rows is never empty here
+        return out
+
+
+def _held_out_quality(ctx: RunContext, frames: CameraRows) -> dict:
     """``foresight.tokenizer_quality`` on the held-out episodes at the data's image size, at the
     foresight horizon: the copy of the current frame, the first ``generation.scales`` scales
     (what F1 generates) and all scales."""
     model, recipe, held = ctx.model, ctx.recipe, ctx.held
     episodes = episode_ids(ctx.data)
-    images = torch.from_numpy(frames[held]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    images = torch.from_numpy(frames[np.flatnonzero(held)]).permute(0, 3, 1, 2)
+    images = images.float() / 127.5 - 1.0
     counts = sorted({recipe.model.generation.scales, len(model.tokenizer.config.scales)})
     scores = tokenizer_quality(
         model.tokenizer, images, torch.from_numpy(episodes[held]), recipe.data.foresight, counts
