@@ -44,7 +44,7 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
         while True:
             idx = torch.randint(0, len(train_rows), (stage.batch_size,), generator=rng)
             batch = torch.from_numpy(frames[train_rows[idx.numpy()]]).permute(0, 3, 1, 2)
-            yield model.tokenizer_images(batch.contiguous().to(device))
+            yield model.tokenizer_images(batch.to(device))  # NHWC strides, as before
 
     tokenizer.requires_grad_(True).train()
     metrics = train_tokenizer(
