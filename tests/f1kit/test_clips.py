@@ -66,8 +66,11 @@ def test_the_episode_cache_stays_bounded(video_root) -> None:
     lazy = read_dataset(video_root, decode="lazy")
     clips: VideoClips = lazy._clips[CAM]
     clips.cache_episodes = 2
-    for row in range(len(lazy)):
-        lazy.frames(CAM, [row])
+    clips._cache.clear()  # read_dataset decoded episode 0 to check the frame size
+    lazy.frames(CAM, [3])  # one frame: decoded from its keyframe on, no episode cached
+    assert len(clips._cache) == 0
+    for lo, hi in lazy.episode_bounds:  # whole episodes: decoded once and cached
+        lazy.frames(CAM, np.arange(lo, hi))
         assert len(clips._cache) <= 2
     assert list(clips._cache) == [3, 4]  # the two most recent episodes
 

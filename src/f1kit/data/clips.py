@@ -18,7 +18,7 @@ from jaxtyping import Int64, UInt8
 
 from f1kit.data.info import DatasetFormatError, frame_size_error
 from f1kit.data.lerobot_layout import INFO_PATH, VIDEO_PATH
-from f1kit.data.video import decode_mp4, decode_mp4_clip
+from f1kit.data.video import decode_mp4, decode_mp4_clip, keyframe_interval
 
 
 def inside(root: Path, relative: str, where: str) -> Path:
@@ -73,6 +73,7 @@ class VideoClips:
             self.clips.append((path, start))
         self.cache_episodes = cache_episodes
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._gops: dict[Path, float] = {}
 
     def _cut(self, frames: np.ndarray, path: Path) -> np.ndarray:
         got = frames.shape[1:3]
@@ -116,10 +117,26 @@ class VideoClips:
         return clip
 
     def rows(self, rows: Int64[np.ndarray, " n"]) -> UInt8[np.ndarray, "n H W 3"]:
-        """The frames at dataset rows ``rows``, decoding only the episodes they fall in."""
+        """The frames at dataset rows ``rows``, decoding only what they need: a few frames of an
+        episode one by one from the keyframe before each (about ``gop`` frames decoded each), or
+        the whole episode (kept in the LRU) when that costs less."""
         episodes = np.searchsorted(self.bounds[:, 0], rows, side="right") - 1
         out = np.empty((len(rows), *self.size, 3), dtype=np.uint8)
-        for e in np.unique(episodes):
-            at = episodes == e
-            out[at] = self.episode(int(e))[rows[at] - self.bounds[e, 0]]
+        for e in (int(x) for x in np.unique(episodes)):
+            at = np.flatnonzero(episodes == e)
+            frames = rows[at] - self.bounds[e, 0]
+            length = int(self.bounds[e, 1] - self.bounds[e, 0])
+            if e in self._cache or len(np.unique(frames)) * self._gop(e) >= length:
+                out[at] = self.episode(e)[frames]
+                continue
+            path, start = self.clips[e]
+            for i, f in zip(at, frames, strict=True):
+                out[i] = self._cut(decode_mp4_clip(path, start + int(f), 1, self.fps), path)[0]
         return out
+
+    def _gop(self, e: int) -> float:
+        """Frames decoded to reach one frame of episode ``e``'s file (half a GOP, plus it)."""
+        path = self.clips[e][0]
+        if path not in self._gops:
+            self._gops[path] = keyframe_interval(path) / 2 + 1
+        return self._gops[path]

@@ -37,6 +37,17 @@ def decode_png(data: bytes) -> UInt8[np.ndarray, "H W 3"]:
         return np.asarray(img.convert("RGB"))
 
 
+GOP = 8  # frames between keyframes in the MP4s f1kit writes
+
+
+def keyframe_interval(path: Path | str) -> float:
+    """Mean frames between keyframes of a video file (packets only, nothing decoded)."""
+    av = importlib.import_module("av")
+    with av.open(str(path)) as container:
+        flags = [p.is_keyframe for p in container.demux(video=0) if p.size]
+    return len(flags) / max(1, sum(flags))
+
+
 def mp4_pixel_format(height: int, width: int) -> str:
     """The pixel format ``encode_mp4`` stores an ``height x width`` video in.
 
@@ -72,7 +83,9 @@ class Mp4Writer:
         self._stream = self._container.add_stream("libx264", rate=fps)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = self.pix_fmt
-        self._stream.options = {"crf": str(crf), "threads": "1"}
+        # A keyframe every GOP frames: a sampler reading one frame decodes at most GOP of them
+        # (libx264's default, 250, made lazily read datasets decode whole episodes per sample).
+        self._stream.options = {"crf": str(crf), "threads": "1", "g": str(GOP)}
         self._stream.thread_count = 1
 
     def add(self, frames: UInt8[np.ndarray, "t H W 3"]) -> None:
