@@ -38,7 +38,6 @@ across resumes; DataLoader workers are seeded, but their order restarts with the
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,6 +65,7 @@ from f1kit.train.checkpoint import (
 from f1kit.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from f1kit.train.evaluation import EvalTracker, PeriodicEval
 from f1kit.train.metrics import MetricsLog
+from f1kit.train.placement import model_device, seed_worker, to_device
 from f1kit.train.progress import StageProgress
 from f1kit.train.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
 from f1kit.train.sampler import SamplerState, ShardedBatchSampler
@@ -104,35 +104,6 @@ class LossModule(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[Tensor, dict]:
         return _check_output(self.loss_fn(self.model, batch, generator))
-
-
-def _to_device(obj: object, device: torch.device, non_blocking: bool) -> object:
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker; python and numpy would otherwise repeat the parent's state in all.
-    seed = torch.initial_seed() % (1 << 32)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensors = [*model.parameters(), *model.buffers()]
-    if not tensors:
-        raise ValueError("model: expected a module with parameters, it has none")
-    devices = {t.device for t in tensors}
-    if len(devices) > 1:
-        raise ValueError(
-            f"model: expected all parameters on one device, found {sorted(map(str, devices))}"
-        )
-    return devices.pop()
 
 
 def _restore(
@@ -208,7 +179,7 @@ def train_stage(
     wall_start = time.perf_counter()
     info = init_distributed()
     settings.local_batch_size(info.world_size)
-    device = _model_device(model)
+    device = model_device(model)
     out_dir = Path(out_dir)
     optimizer = build_optimizer(model, settings, param_groups)
     scheduler = build_scheduler(optimizer, settings)
@@ -291,7 +262,7 @@ def train_stage(
         num_workers=settings.num_workers,
         pin_memory=pin,
         persistent_workers=False,
-        worker_init_fn=_seed_worker,
+        worker_init_fn=seed_worker,
         # Seeds the workers' base seed without drawing from (and so shifting) the global RNG.
         generator=torch.Generator().manual_seed(
             derive_seed(settings.seed, _LOADER_RNG, info.rank, start)
@@ -313,7 +284,7 @@ def train_stage(
     try:
         for k, batch in enumerate(loader):
             step = start + k
-            batch = _to_device(batch, device, non_blocking=pin)
+            batch = to_device(batch, device, non_blocking=pin)
             generator.manual_seed(derive_seed(settings.seed, info.rank, step))
             with autocast:
                 loss, step_metrics = module(batch, generator)
