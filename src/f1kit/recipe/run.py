@@ -53,12 +53,12 @@ def run_recipe(
     # Before anything is written: a mismatch found late leaves a half-run.
     check_datasets(recipe)
     check_output(recipe, out)
-    if out.exists() and any(out.iterdir()) and not resume:
+    fresh = not out.exists() or not any(out.iterdir())  # nothing of an earlier run in it
+    if not fresh and not resume:
         raise FileExistsError(
             f"output: {out} is not empty; pass --resume to continue that run or "
             "--output to start a new one"
         )
-    fresh = not out.exists() or not any(out.iterdir())  # nothing of an earlier run in it
     dist = init_distributed()
     lock = _lock(out)  # one writer per run directory, taken before anything is recorded
     try:
