@@ -202,6 +202,61 @@ def _print_report(report) -> None:  # an f1kit.sim.EvalReport (imported lazily)
 
 
 @app.command()
+def convert(
+    source: Path = typer.Argument(..., help="the checkpoint: a directory or a weights file"),
+    destination: Path = typer.Argument(..., help="the f1kit model directory to write"),
+    kind: str = typer.Option(
+        ..., "--from", help="the source's layout: paligemma, pi0, pi05, f1-vla or var"
+    ),
+    dtype: str | None = typer.Option(
+        None, help="cast floating weights, e.g. bfloat16 (default: keep the source's)"
+    ),
+    option: list[str] | None = typer.Option(
+        None, "--option", "-o", help="an importer option KEY=VALUE (YAML value), repeatable"
+    ),
+) -> None:
+    """Import a published checkpoint into an f1kit model directory (docs/weights.md)."""
+    import logging
+
+    import torch
+    import yaml
+
+    from f1kit.model.importers import (
+        IMPORTERS,
+        ModelDirError,
+        SourceError,
+        WeightImportError,
+        convert_checkpoint,
+    )
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if kind not in IMPORTERS:
+        raise typer.BadParameter(
+            f"unknown source {kind!r}; known: {sorted(IMPORTERS)}", param_hint="--from"
+        )
+    cast = None
+    if dtype is not None:
+        cast = getattr(torch, dtype, None)
+        if not isinstance(cast, torch.dtype) or not cast.is_floating_point:
+            raise typer.BadParameter(f"expected a float dtype such as bfloat16, got {dtype!r}")
+    options = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
+        options[key] = yaml.safe_load(value)
+    try:
+        found = convert_checkpoint(kind, source, destination, dtype=cast, **options)
+    except (SourceError, WeightImportError, ModelDirError, TypeError, ValueError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"wrote {found.path}: parts {list(found.parts)}, {len(found.dropped)} source tensors "
+        "dropped on purpose (listed in its config.json)"
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the f1kit version."""
     from f1kit import __version__

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attention import ACTION, GENERATION, UNDERSTANDING
-from flow import FlowHeadConfig, ODESolver, make_time_sampler
+from flow import Convention, FlowHeadConfig, ODESolver, make_time_sampler
 from foresight import VQVAEConfig
 from mot import ExpertSpec, MoTConfig
 
@@ -124,7 +124,10 @@ class ActionConfig(Strict):
 
     action_dim / state_dim: padded dims the head works in (robots with fewer dims are
     zero-padded; pi0 uses 32). chunk: actions per chunk; execute: how many of them
-    ``select_action`` serves before re-planning (<= chunk).
+    ``select_action`` serves before re-planning (<= chunk). weights_convention: the flow-time
+    convention the weights were trained in, ``paper`` (noise at tau = 0, ours) or ``pi0``
+    (noise at t = 1: pi0, openpi and the official F1 weights; `flow.Convention`), set by the
+    importers; the loss and the solvers stay in the paper convention either way.
     """
 
     action_dim: int = Field(gt=0)
@@ -133,6 +136,7 @@ class ActionConfig(Strict):
     execute: int = Field(gt=0)
     solver: Component = Component(name="euler", args={"steps": 10})
     time_sampler: Component = Component(name="beta")
+    weights_convention: Literal["paper", "pi0"] = "paper"
 
     @model_validator(mode="after")
     def _execute_within_chunk(self) -> "ActionConfig":
@@ -151,6 +155,7 @@ class ActionConfig(Strict):
             conditioning="concat",  # the MoT's norms are not adaptive: time rides in the tokens
             time_sampler=sampler,
             solver=solver,
+            weights_convention=Convention(self.weights_convention),
         )
 
 

@@ -41,10 +41,10 @@ class Understanding(nn.Module):
         if self._tokenizer is None:
             self._tokenizer = build_text_tokenizer(self._text_spec.name, **self._text_spec.args)
             rows = getattr(self, "text_embedding", None)
-            if rows is not None and self._tokenizer.vocab_size > rows.num_embeddings:
+            if rows is not None and self._tokenizer.vocab_size > rows.embed.num_embeddings:
                 raise ValueError(
                     f"text tokenizer: {self._tokenizer.vocab_size} ids exceed the embedding's "
-                    f"{rows.num_embeddings} rows (text_vocab)"
+                    f"{rows.embed.num_embeddings} rows (text_vocab)"
                 )
         return self._tokenizer
 

@@ -25,7 +25,35 @@ def recipe_problems(recipe: Recipe) -> list[Problem]:
     """Every cross-section problem of a recipe whose sections are each valid."""
     problems = component_problems(recipe.model) + limit_problems(recipe)
     problems += _data_against_model(recipe.data, recipe.model) + _stage_problems(recipe)
-    return problems + _evaluation_problems(recipe)
+    return problems + _evaluation_problems(recipe) + _understanding_problems(recipe)
+
+
+def _understanding_problems(recipe: Recipe) -> list[Problem]:
+    """A stage that freezes the Understanding expert (stage I aligns G against it) needs a U
+    with weights: from an ``init_from`` that holds it, or trained by an earlier stage. A frozen
+    random U is refused unless the stage says ``allow_random_understanding: true``."""
+    init = recipe.model.init_from
+    ready = init is not None and "understanding" not in init.random
+    problems: list[Problem] = []
+    for i, stage in enumerate(recipe.stages):
+        if not isinstance(stage, TrainStage):
+            continue
+        if stage.init_from is not None:
+            ready = "understanding" not in stage.init_from.random
+        if "understanding" in stage.train:
+            ready = True
+        elif not ready and not stage.allow_random_understanding:
+            problems.append(
+                (
+                    f"stages.{i}.train",
+                    f"{stage.train} trains against a frozen Understanding expert that is "
+                    "randomly initialised (no init_from holds it, no earlier stage trained it); "
+                    "start from pretrained weights (model.init_from: a directory from `f1kit "
+                    "convert --from paligemma|pi0|f1-vla`), train understanding, or say "
+                    "allow_random_understanding: true",
+                )
+            )
+    return problems
 
 
 def _no_gen(model: F1Config) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from f1kit.data import DatasetFormatError, DatasetMetadata, read_metadata
 from f1kit.recipe.component_checks import path_problems
 from f1kit.recipe.fields import RecipeError
+from f1kit.recipe.init_checks import init_problems
 from f1kit.recipe.schema import Recipe, TrainStage
 
 Problem = tuple[str, str]
@@ -26,9 +27,10 @@ Problem = tuple[str, str]
 
 def check_datasets(recipe: Recipe, source: str | None = None) -> None:
     """Raise ``RecipeError`` (named ``source``, default the recipe's name) listing every
-    ``dataset_problems`` of ``recipe`` and every model file that is missing (`path_problems`);
-    nothing is read past the datasets' metadata."""
-    problems = path_problems(recipe.model) + dataset_problems(recipe)
+    ``dataset_problems`` of ``recipe``, every model file that is missing (`path_problems`)
+    and every ``init_from`` that does not fit (`init_problems`); nothing is read past the
+    datasets' metadata and the model directories' configs."""
+    problems = path_problems(recipe.model) + init_problems(recipe) + dataset_problems(recipe)
     if problems:
         raise RecipeError(source or recipe.name, problems)
 

@@ -13,11 +13,13 @@ TINY_NO_GEN = F1Config.tiny(generation=False).model_dump(mode="json")
 
 
 def train_stage(**fields: Any) -> dict:
-    """A post-training stage (G and A, gen:act = 0.1:1); ``fields`` replace keys."""
+    """A post-training stage (G and A, gen:act = 0.1:1); ``fields`` replace keys. The tiny
+    model has no pretrained Understanding expert, so the frozen random U is allowed."""
     stage = {
         "kind": "train",
         "name": "post",
         "train": ["generation", "action"],
+        "allow_random_understanding": True,
         "losses": {"generation": 0.1, "action": 1.0},
         "steps": 20,
         "batch_size": 8,

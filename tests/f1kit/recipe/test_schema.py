@@ -18,7 +18,8 @@ from tests.f1kit.recipe.helpers import TINY, problems, toy, train_stage
 
 def test_minimal_recipe_fills_every_default():
     recipe = recipe_from_dict(toy())
-    assert recipe.model == F1Config.tiny()
+    assert recipe.model.f1_config() == F1Config.tiny()
+    assert recipe.model.init_from is None
     assert recipe.data.task_names == ("reach-v3",)
     assert recipe.data.history == [-9, -6, -3, 0] and recipe.data.chunk == 4
     assert [s.kind for s in recipe.stages] == ["tokenizer", "train", "evaluate"]

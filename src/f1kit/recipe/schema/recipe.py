@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from f1kit.model import F1Config
 from f1kit.recipe.fields import Count, Name, NonNegative, Problems, Section
 from f1kit.recipe.schema.data import DataConfig
+from f1kit.recipe.schema.init import RecipeModel
 from f1kit.recipe.schema.stages import Stage
 
 
@@ -23,7 +23,7 @@ class Recipe(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Count | None = None
     data: DataConfig = Field(default_factory=DataConfig)
-    model: F1Config
+    model: RecipeModel
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("output")

@@ -23,6 +23,7 @@ from f1kit.recipe.fields import (
 )
 from f1kit.recipe.optimization import OptimizerConfig, ScheduleConfig
 from f1kit.recipe.schema.data import DataConfig, Weighting
+from f1kit.recipe.schema.init import InitFrom
 from f1kit.sim import INSTRUCTIONS, EvalConfig, resolve_tasks
 from f1kit.train import TrainSettings
 from foresight import TokenizerTrainConfig
@@ -76,7 +77,8 @@ class TrainStage(Section):
     error), its actions reading foresight the model draws itself (docs/contract.md).
     ``data`` names the datasets it reads (a group of ``data.groups``: the paper's large mixture
     for stages I-II, the target data for stage III), ``tasks`` a subset of tasks within them,
-    ``weighting`` how often each window is drawn (`f1kit.recipe.stages.sample_weights`)."""
+    ``weighting`` how often each window is drawn (`f1kit.recipe.stages.sample_weights`).
+    ``init_from``: a model directory the stage starts from (schema/init.py)."""
 
     kind: Literal["train"]
     name: Name
@@ -100,6 +102,11 @@ class TrainStage(Section):
     num_workers: NonNegative = 0
     # Evaluation during the stage, the best weights kept, early stopping (evaluation_config.py).
     evaluate: StageEvaluation | None = None
+    # Weights this stage starts from instead of the previous stage's (schema/init.py).
+    init_from: InitFrom | None = None
+    # A stage that freezes the Understanding expert (aligns against it) refuses a U that no
+    # init_from filled and no earlier stage trained, unless this says a random U is intended.
+    allow_random_understanding: bool = False
 
     def task_sentences(self) -> set[str] | None:
         """The instructions of ``tasks`` as the data stores them (Meta-World names map to their

@@ -25,7 +25,7 @@ from f1kit.recipe.data import (
 from f1kit.recipe.fields import RecipeError
 from f1kit.recipe.schema import Recipe, TrainStage
 from f1kit.recipe.stages.train_data import StageDataError, stage_data
-from f1kit.recipe.stages.weights import load_tokenizer_weights
+from f1kit.recipe.stages.weights import load_init, load_tokenizer_weights
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ class RunContext:
         torch.manual_seed(recipe.seed)
         data = datasets(recipe, out, progress)
         held = held_out_rows(data, recipe.data.validation)
-        model = F1(recipe.model)
+        model = F1(recipe.model.f1_config())
         load_tokenizer_weights(model)
+        if recipe.model.init_from is not None:
+            load_init(model, recipe, recipe.model.init_from, "model.init_from")
         model.to(device)
         window = recipe.data.window_config()
         pre_post = processors(data, recipe)

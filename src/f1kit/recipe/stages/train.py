@@ -12,7 +12,7 @@ from f1kit.recipe.stage_eval import recipe_policy, stage_evaluation
 from f1kit.recipe.stages.context import DONE, RunContext
 from f1kit.recipe.stages.registry import register
 from f1kit.recipe.stages.train_data import sample_weights, stage_data
-from f1kit.recipe.stages.weights import load_result_weights
+from f1kit.recipe.stages.weights import load_init, load_result_weights
 from f1kit.train import is_main, train_stage
 
 
@@ -41,6 +41,8 @@ def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -
 
 def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evaluation) -> dict:
     model, recipe = ctx.model, ctx.recipe
+    if stage.init_from is not None:  # a resumed stage then loads its checkpoint over it
+        load_init(model, recipe, stage.init_from, f"stages.{index}.init_from")
     model.set_trainable(stage.train)
     objective = stage.objective(recipe.model)
     groups = model.param_groups(stage.lr)

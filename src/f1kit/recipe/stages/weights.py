@@ -1,23 +1,40 @@
-"""The weights a stage leaves in its directory, and loading them back into the run's model
-(a trained tokenizer; a train stage's best or last weights, which the next stage continues)."""
+"""The weights a run starts from and those a stage leaves in its directory: an ``init_from``
+model directory, a trained tokenizer, a train stage's best or last weights (which the next stage
+continues)."""
 
 import logging
 from pathlib import Path
 
 from f1kit.model import F1
+from f1kit.model.importers import init_from
+from f1kit.recipe.init_checks import provided_parts
+from f1kit.recipe.schema import Recipe
+from f1kit.recipe.schema.init import InitFrom
 from f1kit.train import best_weights, load_checkpoint, load_latest, load_model_weights
 from foresight import MultiScaleVQVAE
 
 log = logging.getLogger(__name__)
 
 
+def load_init(model: F1, recipe: Recipe, init: InitFrom, key: str) -> None:
+    """Load an ``init_from`` directory into ``model`` (strict; the parts it lacks must be
+    named under ``random``)."""
+    parts = init_from(model, init.path, init.random, provided=provided_parts(recipe), key=key)
+    log.info("%s: %s loaded from %s; random: %s", key, list(parts), init.path, init.random)
+
+
 def load_tokenizer_weights(model: F1) -> None:
     """``model.generation.tokenizer.path``: trained tokenizer weights (a ``.safetensors`` file
-    from ``MultiScaleVQVAE.save``, or a directory holding ``tokenizer.safetensors``)."""
+    from ``MultiScaleVQVAE.save``, a directory holding ``tokenizer.safetensors``, or a model
+    directory holding the tokenizer part, e.g. ``f1kit convert --from var``)."""
     gen = model.config.generation
     if gen is None or gen.tokenizer.path is None or model.tokenizer is None:
         return
     path = Path(gen.tokenizer.path)
+    if (path / "config.json").is_file():
+        random = [p for p in ("understanding", "generation", "action")]
+        init_from(model, path, random, key="model.generation.tokenizer.path")
+        return
     if path.is_dir():
         path = path / "tokenizer.safetensors"
     if not path.is_file():

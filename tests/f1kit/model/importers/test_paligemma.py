@@ -229,6 +229,11 @@ def test_tokenizer_files_are_copied_and_the_text_path_resolves_there(
     words = reference("open the drawer")["input_ids"]
     assert tok(["open the drawer"]).ids[0, : len(words)].tolist() == words
     assert tok.vocab_size <= config.text_vocab
+    # Through the model: an imported U (text_vocab given) builds its HF tokenizer on first use.
+    model = F1(config)
+    assert (
+        model.understanding.encode_text(["open the drawer"]).ids[0, : len(words)].tolist() == words
+    )
 
 
 def test_generation_target_adds_g_and_keeps_the_same_understanding_weights(
