@@ -18,10 +18,14 @@ from foresight import VQVAEConfig, from_var
 
 
 @importer("var")
-def import_var(path: Path, scales: tuple[int, ...] | None = None) -> Imported:
-    """path: VAR's tokenizer file (``.pth`` or ``.safetensors``); scales: its schedule (not
-    stored in the file; VAR's 10 scales when omitted)."""
-    vae = from_var(path, scales=scales)
+def import_var(
+    path: Path, scales: tuple[int, ...] | list[int] | None = None, norm_groups: int = 32
+) -> Imported:
+    """path: VAR's tokenizer file (``.pth`` or ``.safetensors``); scales: its schedule and
+    norm_groups its GroupNorm groups (neither is stored in the file; VAR's when omitted)."""
+    if isinstance(path, Path) and path.is_dir():
+        raise ValueError(f"{path}: expected VAR's tokenizer file (.pth or .safetensors)")
+    vae = from_var(path, scales=tuple(scales) if scales else None, norm_groups=norm_groups)
     preset = VQVAEConfig.var_256()
     overrides = {
         name: list(value) if isinstance(value, tuple) else value
