@@ -113,7 +113,9 @@ def _stage_problems(recipe: Recipe) -> list[Problem]:
     scales = gen.tokenizer.vqvae_config().scales if gen is not None else ()
     # A Generation model reads tokenizer codes for its history and foresight tokens, so every
     # train stage needs a tokenizer that is trained (a stage before it) or loaded (path).
-    tokenizer_ready = gen is not None and gen.tokenizer.path is not None
+    init = model.init_from  # a model directory that holds the tokenizer loads it too
+    holds_tokenizer = init is not None and "tokenizer" not in init.random
+    tokenizer_ready = gen is not None and (gen.tokenizer.path is not None or holds_tokenizer)
     gen_trained_by: str | None = None
     trained = False
     names: dict[str, int] = {}
@@ -240,8 +242,9 @@ def _train_problems(
             (
                 at,
                 "the Generation expert reads tokenizer codes (history and foresight), but no "
-                "tokenizer stage comes before this stage and model.generation.tokenizer.path is "
-                "not set; add a tokenizer stage first or set the path",
+                "tokenizer stage comes before this stage, model.generation.tokenizer.path is "
+                "not set and no model.init_from holds it; add a tokenizer stage first or set "
+                "the path",
             )
         )
     return problems
