@@ -79,6 +79,7 @@ from f1kit.model.importers.mapping import (
     check_plan,
     convert,
     f1kit_to_gemma_norm,
+    gemma_norm,
 )
 from f1kit.model.importers.paligemma import GEMMA_LAYER, tokenizer_files
 from f1kit.model.importers.parts import PARTS
@@ -185,18 +186,13 @@ def official_names(config: F1Config) -> dict[str, tuple[str, str]]:
 # ---- import -------------------------------------------------------------------------------
 
 
-def gemma_gain(w: Tensor) -> Tensor:
-    """Gemma's stored ``gain - 1`` as the gain, in float32 (1 + w of a bf16 w is exact there)."""
-    return w.float() + 1.0
-
-
 def _unbatch(x: Tensor) -> Tensor:
     if x.shape[0] != 1:
         raise ValueError(f"expected a leading axis of 1, got {tuple(x.shape)}")
     return x[0]
 
 
-FORWARD = {"same": lambda x: x, "norm": gemma_gain, "batch": _unbatch}
+FORWARD = {"same": lambda x: x, "norm": gemma_norm, "batch": _unbatch}
 BACKWARD = {"same": lambda x: x, "norm": f1kit_to_gemma_norm, "batch": lambda x: x[None]}
 
 

@@ -30,8 +30,9 @@ def same(x: Tensor) -> Tensor:
 
 
 def gemma_norm(x: Tensor) -> Tensor:
-    """Gemma's RMSNorm stores ``gain - 1`` (it applies ``1 + w``); f1kit stores the gain."""
-    return x.float().add(1.0).to(x.dtype)
+    """Gemma's RMSNorm stores ``gain - 1`` (it applies ``1 + w`` in float32); f1kit stores the
+    gain, kept in float32 so a bf16 checkpoint's ``1 + w`` loses no bits."""
+    return x.float() + 1.0
 
 
 def f1kit_to_gemma_norm(x: Tensor) -> Tensor:
