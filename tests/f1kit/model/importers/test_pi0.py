@@ -639,3 +639,31 @@ def test_lerobot_parity(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["passed"], report
     assert math.isfinite(report["actions_max_abs_diff"])
+
+
+def test_the_paper_recipe_starts_from_a_converted_pi0(tokenizer: Path, tmp_path: Path) -> None:
+    """recipes/f1-paper.yaml's ``model.init_from`` (pi0, G random, the tokenizer from its path)
+    fits what `f1kit convert --from pi0 ... -o generation=true` makes of pi0_base: the same parts,
+    settings and tensor shapes (headers only; no 4 B-parameter file is written)."""
+    from f1kit.model.importers import ModelDir, part_problems
+    from f1kit.model.importers.registry import expected_shapes
+    from f1kit.recipe import load_recipe
+    from f1kit.recipe.init_checks import model_parts, provided_parts
+
+    root = tmp_path / "pi0_base"
+    root.mkdir()
+    write_shapes_only(root / WEIGHTS, lerobot_shapes(PAPER))
+    config = lerobot_config(chunk_size=50, n_action_steps=50, max_state_dim=32, max_action_dim=32,
+                            num_inference_steps=10, tokenizer_max_length=48,
+                            image_resolution=[224, 224])  # fmt: skip
+    (root / "config.json").write_text(json.dumps(config))
+    imported = IMPORTERS["pi0"](SourceTensors(root), text_tokenizer=tokenizer, generation=True)
+    recipe = load_recipe(Path(__file__).parents[4] / "recipes" / "f1-paper.yaml")
+    init = recipe.model.init_from
+    assert init is not None
+    found = ModelDir(root, imported.config, imported.parts, {}, {})
+    ours = recipe.model.f1_config()
+    assert (
+        part_problems(found, model_parts(recipe), init.random, provided_parts(recipe), ours) == []
+    )
+    assert expected_shapes(ours, imported.parts) == expected_shapes(imported.config, imported.parts)
