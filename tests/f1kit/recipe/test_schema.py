@@ -106,7 +106,7 @@ WRONG_TYPES = [
     ("device", "tpu", "device", ["'auto', 'cpu' or 'cuda'"]),
     ("output", "runs/{date}", "output", ["{name}", "'date'"]),
     ("name", "my run", "name", ["pattern"]),
-    ("model", 5, "model", ["F1Config", "got 5"]),
+    ("model", 5, "model", ["dictionary", "got 5"]),
     ("model.trunk.depth", 0, "model.trunk.depth", ["greater than 0"]),
     ("stages", [], "stages", ["at least 1"]),
 ]

@@ -36,6 +36,14 @@ class RecipeModel(F1Config):
 
     init_from: InitFrom | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_f1_config(cls, value: Any) -> Any:
+        # Python callers pass an F1Config (F1Config.tiny()): the same section, no init_from.
+        if isinstance(value, F1Config) and not isinstance(value, RecipeModel):
+            return value.model_dump()
+        return value
+
     def f1_config(self) -> F1Config:
         """The model config alone (what a saved policy records)."""
         return F1Config.model_validate(self.model_dump(exclude={"init_from"}))
