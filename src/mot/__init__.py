@@ -1,7 +1,17 @@
 """Mixture-of-Transformers trunk: expert specs, the MoT layer and stack, and its KV cache."""
 
+from mot.adaptive_norm import AdaptiveRMSNorm
 from mot.cache import KVCache, KVCacheError
-from mot.config import MLP_KINDS, ExpertSpec, MLPKind, MoTConfig, MoTConfigError, paper_config
+from mot.config import (
+    MLP_KINDS,
+    NORM_KINDS,
+    ExpertSpec,
+    MLPKind,
+    MoTConfig,
+    MoTConfigError,
+    NormKind,
+    paper_config,
+)
 from mot.layer import ExpertBlock, MoTLayer
 from mot.mlp import MLP
 from mot.norm import RMSNorm
@@ -12,6 +22,8 @@ from mot.steps import step_inputs
 __all__ = [
     "MLP",
     "MLP_KINDS",
+    "NORM_KINDS",
+    "AdaptiveRMSNorm",
     "ExpertBlock",
     "ExpertSpec",
     "KVCache",
@@ -21,6 +33,7 @@ __all__ = [
     "MoTConfigError",
     "MoTLayer",
     "MoTStack",
+    "NormKind",
     "RMSNorm",
     "apply_rope",
     "paper_config",

@@ -1,8 +1,9 @@
 """Expert specs and the stack config of a Mixture-of-Transformers trunk (DESIGN.md s1).
 
 Every expert runs every layer and all experts meet in ONE joint attention, so they must agree on
-depth, query heads, KV heads, head_dim, RoPE base and norm eps; only their widths and MLPs may
-differ. The config holds the shared numbers once and rejects expert specs that disagree.
+depth, query heads, KV heads, head_dim, RoPE base and norm eps; only their widths, MLPs and norm
+kinds (plain or adaptive) may differ. The config holds the shared numbers once and rejects expert
+specs that disagree.
 
 Example:
     >>> cfg = MoTConfig(
@@ -19,6 +20,8 @@ from attention import ACTION, BACKENDS, GENERATION, UNDERSTANDING, Backend
 
 MLPKind = Literal["geglu", "swiglu", "gelu"]
 MLP_KINDS: tuple[str, ...] = get_args(MLPKind)
+NormKind = Literal["rms", "adaptive"]
+NORM_KINDS: tuple[str, ...] = get_args(NormKind)
 
 
 class MoTConfigError(ValueError):
@@ -36,6 +39,9 @@ class ExpertSpec:
 
     heads / kv_heads / head_dim may be stated to document what an expert was pretrained with
     (e.g. Gemma-2B: 8 / 1 / 256); the stack then rejects the spec if they differ from its own.
+    norm: ``"rms"`` (a learned gain) or ``"adaptive"`` (`mot.AdaptiveRMSNorm`: scale, shift and
+    a residual gate from a per-sample conditioning vector of the expert's width, pi0.5's action
+    expert); an adaptive expert needs that vector in every call that gives it tokens.
     """
 
     name: str
@@ -46,6 +52,7 @@ class ExpertSpec:
     heads: int | None = None
     kv_heads: int | None = None
     head_dim: int | None = None
+    norm: str = "rms"  # one of NORM_KINDS, checked below
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "." in self.name:
@@ -57,6 +64,8 @@ class ExpertSpec:
         _positive_int(owner, "mlp_width", self.mlp_width)
         if self.mlp not in MLP_KINDS:
             raise MoTConfigError(f"{owner} mlp: expected one of {MLP_KINDS}, got {self.mlp!r}")
+        if self.norm not in NORM_KINDS:
+            raise MoTConfigError(f"{owner} norm: expected one of {NORM_KINDS}, got {self.norm!r}")
         for field in ("heads", "kv_heads", "head_dim"):
             value = getattr(self, field)
             if value is not None:

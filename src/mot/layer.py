@@ -9,11 +9,15 @@ and residual, own post-attention norm + MLP and residual.
     h_i = x_i + O_i(Attn([Q_j N_j x_j]_j, [K_j N_j x_j]_j, [V_j N_j x_j]_j; mask)_i)
     y_i = h_i + MLP_i(M_i h_i)
 
+An expert with adaptive norms (``ExpertSpec.norm == "adaptive"``, pi0.5's action expert) takes
+N_i and M_i from its conditioning vector c_i (`mot.AdaptiveRMSNorm`), which also gives a gate per
+branch: h_i = x_i + g_i * O_i(...), y_i = h_i + g'_i * MLP_i(...). Plain experts are unchanged.
+
 Experts that have no tokens in a call (e.g. inference steps that only run the action expert)
 pass through unchanged and touch none of their parameters.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from einops import rearrange
@@ -21,6 +25,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from attention import Backend, attend
+from mot.adaptive_norm import AdaptiveRMSNorm
 from mot.cache import KVCache
 from mot.config import ExpertSpec, MoTConfig
 from mot.mlp import MLP
@@ -29,6 +34,8 @@ from mot.rope import apply_rope
 
 ExpertInputs = Sequence[Float[Tensor, "b _n _d"] | None]
 ExpertOutputs = list[Float[Tensor, "b _n _d"] | None]
+Conds = Mapping[str, Float[Tensor, "b _d"]]
+"""Conditioning vectors of the adaptive-norm experts, by expert name ([b, width] each)."""
 
 
 class ExpertBlock(nn.Module):
@@ -37,13 +44,44 @@ class ExpertBlock(nn.Module):
     def __init__(self, spec: ExpertSpec, config: MoTConfig) -> None:
         super().__init__()
         width, e = spec.width, config.head_dim
-        self.attn_norm = RMSNorm(width, config.norm_eps)
+        self.adaptive = spec.norm == "adaptive"
+        self.attn_norm = make_norm(spec, config)
         self.q = nn.Linear(width, config.heads * e, bias=False)
         self.k = nn.Linear(width, config.kv_heads * e, bias=False)
         self.v = nn.Linear(width, config.kv_heads * e, bias=False)
         self.o = nn.Linear(config.heads * e, width, bias=False)
-        self.mlp_norm = RMSNorm(width, config.norm_eps)
+        self.mlp_norm = make_norm(spec, config)
         self.mlp = MLP(width, spec.mlp_width, spec.mlp)
+
+
+def make_norm(spec: ExpertSpec, config: MoTConfig) -> RMSNorm | AdaptiveRMSNorm:
+    """The expert's norm kind; an adaptive norm is conditioned on a vector of its own width."""
+    if spec.norm == "adaptive":
+        return AdaptiveRMSNorm(spec.width, spec.width, config.norm_eps)
+    return RMSNorm(spec.width, config.norm_eps)
+
+
+def check_conds(
+    config: MoTConfig, lengths: Sequence[int], conds: Conds | None
+) -> dict[str, Tensor]:
+    """Every adaptive expert with tokens has a cond; no cond names a plain or unknown expert."""
+    conds = dict(conds or {})
+    unknown = sorted(set(conds) - set(config.expert_names))
+    if unknown:
+        raise ValueError(f"conds: experts {unknown} are not in this stack {config.expert_names}")
+    plain = sorted(n for n in conds if config.expert(n).norm != "adaptive")
+    if plain:
+        raise ValueError(
+            f"conds: experts {plain} have plain norms and take no conditioning vector "
+            "(only experts with norm='adaptive' do)"
+        )
+    for spec, n in zip(config.experts, lengths, strict=True):
+        if spec.norm == "adaptive" and n > 0 and spec.name not in conds:
+            raise ValueError(
+                f"conds: expert {spec.name!r} has adaptive norms and tokens in this call; pass "
+                f"its conditioning vector as conds[{spec.name!r}] ([b, {spec.width}])"
+            )
+    return conds
 
 
 def check_expert_inputs(config: MoTConfig, xs: Sequence[Tensor | None]) -> tuple[int, list[int]]:
@@ -119,15 +157,18 @@ class MoTLayer(nn.Module):
         index: int = 0,
         backend: Backend | None = None,
         block_mask: object | None = None,
+        conds: Conds | None = None,
     ) -> ExpertOutputs:
         """Per-expert inputs [b, n_i, d_i] (None or n_i = 0: absent) -> per-expert outputs.
 
         cos, sin: RoPE angles of this call's tokens (``rope_angles(positions)``), nq = sum n_i.
         mask: True = may attend; keys are the cache's tokens followed by this call's tokens.
         cache, index: this layer's slot in a `KVCache` (the caller advances the cache).
+        conds: [b, d_i] per adaptive-norm expert with tokens in this call (`check_conds`).
         """
         cfg = self.config
         batch, lengths = check_expert_inputs(cfg, xs)
+        conds = check_conds(cfg, lengths, conds)
         nq = sum(lengths)
         past = 0 if cache is None else cache.length
         mask = check_mask(mask, batch, nq, past + nq)
@@ -138,14 +179,21 @@ class MoTLayer(nn.Module):
             )
 
         present = [
-            (self.experts[spec.name], x)
+            (spec.name, self.experts[spec.name], x)
             for spec, x, n in zip(cfg.experts, xs, lengths, strict=True)
             if n > 0
         ]
-        normed = [block.attn_norm(x) for block, x in present]
-        q = torch.cat([block.q(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
-        k = torch.cat([block.k(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
-        v = torch.cat([block.v(h) for (block, _), h in zip(present, normed, strict=True)], dim=1)
+        gates: dict[str, Tensor] = {}
+        normed = []
+        for name, block, x in present:
+            if block.adaptive:
+                h, gates[name] = block.attn_norm(x, conds[name])
+                normed.append(h)
+            else:
+                normed.append(block.attn_norm(x))
+        q = torch.cat([block.q(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
+        k = torch.cat([block.k(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
+        v = torch.cat([block.v(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
         q = apply_rope(rearrange(q, "b n (h e) -> b h n e", h=cfg.heads), cos, sin)
         k = apply_rope(rearrange(k, "b n (g e) -> b g n e", g=cfg.kv_heads), cos, sin)
         v = rearrange(v, "b n (g e) -> b g n e", g=cfg.kv_heads)
@@ -162,6 +210,11 @@ class MoTLayer(nn.Module):
                 outputs.append(x)
                 continue
             block = self.experts[spec.name]
+            if block.adaptive:
+                h = x + block.o(next(pieces)) * gates[spec.name]
+                m, gate = block.mlp_norm(h, conds[spec.name])
+                outputs.append(h + block.mlp(m) * gate)
+                continue
             h = x + block.o(next(pieces))
             outputs.append(h + block.mlp(block.mlp_norm(h)))
         return outputs

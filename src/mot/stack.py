@@ -1,5 +1,8 @@
 """The MoT trunk: ``depth`` MoT layers, one shared RoPE, a final RMSNorm per expert.
 
+Experts with adaptive norms (``ExpertSpec.norm == "adaptive"``) take a conditioning vector per
+call (``conds``), used by all their norms, the final one included (whose gate is unused).
+
 Also each expert's parameters (``expert_parameters``), which training stages freeze or group by
 expert (DESIGN.md s5: stage I trains the generation expert with the understanding expert frozen;
 `f1kit.model.F1.set_trainable` does the freezing for the whole model).
@@ -28,7 +31,16 @@ from torch import Tensor, nn
 from attention import Backend, create_flex_block_mask, dense_mask_mod
 from mot.cache import KVCache
 from mot.config import MoTConfig
-from mot.layer import ExpertInputs, ExpertOutputs, MoTLayer, check_expert_inputs, check_mask
+from mot.layer import (
+    Conds,
+    ExpertInputs,
+    ExpertOutputs,
+    MoTLayer,
+    check_conds,
+    check_expert_inputs,
+    check_mask,
+    make_norm,
+)
 from mot.norm import RMSNorm
 from mot.rope import rope_angles
 
@@ -40,9 +52,7 @@ class MoTStack(nn.Module):
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(MoTLayer(config) for _ in range(config.depth))
-        self.final_norms = nn.ModuleDict(
-            {s.name: RMSNorm(s.width, config.norm_eps) for s in config.experts}
-        )
+        self.final_norms = nn.ModuleDict({s.name: make_norm(s, config) for s in config.experts})
 
     def forward(
         self,
@@ -54,6 +64,7 @@ class MoTStack(nn.Module):
         update_cache: bool = True,
         backend: Backend | None = None,
         block_mask: object | None = None,
+        conds: Conds | None = None,
     ) -> ExpertOutputs:
         """Per-expert token tensors [b, n_i, d_i] in expert order -> per-expert outputs.
 
@@ -66,8 +77,10 @@ class MoTStack(nn.Module):
         block_mask: a FlexAttention BlockMask of ``mask`` for ``backend="flex"`` (e.g.
             ``Layout.block_mask(valid)`` for an uncached forward); without it each layer builds
             one from the dense mask once per forward (correct, slower to build).
+        conds: the conditioning vector [b, d_i] of each adaptive-norm expert with tokens here.
         """
         batch, lengths = check_expert_inputs(self.config, xs)
+        conds = check_conds(self.config, lengths, conds)
         nq = sum(lengths)
         if positions.shape[-1] != nq:
             raise ValueError(
@@ -84,14 +97,28 @@ class MoTStack(nn.Module):
             block_mask = self._flex_block_mask(mask, batch)
         for i, layer in enumerate(self.layers):
             xs = layer(
-                xs, cos, sin, mask, cache=cache, index=i, backend=backend, block_mask=block_mask
+                xs,
+                cos,
+                sin,
+                mask,
+                cache=cache,
+                index=i,
+                backend=backend,
+                block_mask=block_mask,
+                conds=conds,
             )
         if cache is not None and update_cache:
             cache.advance(nq)
         return [
-            x if n == 0 else self.final_norms[spec.name](x)
+            x if n == 0 else self._final_norm(spec.name, x, conds)
             for spec, x, n in zip(self.config.experts, xs, lengths, strict=True)
         ]
+
+    def _final_norm(self, name: str, x: Tensor, conds: dict[str, Tensor]) -> Tensor:
+        norm = self.final_norms[name]
+        if isinstance(norm, RMSNorm):
+            return norm(x)
+        return norm(x, conds[name])[0]  # the final norm's gate has no branch to gate
 
     @staticmethod
     def _flex_block_mask(mask: Tensor, batch: int) -> object:
