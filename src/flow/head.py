@@ -136,7 +136,8 @@ class FlowMatchingHead(nn.Module):
         """Tokens for the network and (adanorm only) the time conditioning vector."""
         cfg = self.config
         self._check_chunk(noisy, "noisy")
-        x = self.action_in(noisy)
+        # x_tau stays float32 outside (loss, solver); only the network sees the weights' dtype.
+        x = self.action_in(noisy.to(self.action_in.weight.dtype))
         t = sinusoidal_time_features(
             tau, cfg.width, min_period=cfg.min_period, max_period=cfg.max_period
         ).to(x.dtype)
@@ -149,7 +150,7 @@ class FlowMatchingHead(nn.Module):
         """One state token (a linear projection of the padded proprio state)."""
         if self.state_in is None:
             raise ValueError("state: this head was built without state_dim")
-        return self.state_in(state).unsqueeze(1)
+        return self.state_in(state.to(self.state_in.weight.dtype)).unsqueeze(1)
 
     def project(self, hidden: Float[Tensor, "b c d"]) -> Float[Tensor, "b c a"]:
         return self.action_out(hidden)
@@ -192,7 +193,11 @@ class FlowMatchingHead(nn.Module):
         action_mask: True for real action dims ([a] or [b a]); chunk_mask: True for real chunk
             steps ([c] or [b c], False past an episode's end). ``tau``/``noise`` override the
             draws (for tests and importance sampling).
+
+        The noise, x_tau, the target a - eps and the MSE are computed in float32 (or wider) even
+        when the weights are bf16: only the network's input is cast to the weights' dtype.
         """
+        actions = actions.to(_math_dtype(actions.dtype))
         if self.normalizer is not None:
             actions = self.normalizer(actions)
         padded, real = pad_to_dim(actions, self.config.action_dim)
@@ -206,6 +211,8 @@ class FlowMatchingHead(nn.Module):
             )
         elif noise.shape != padded.shape:
             raise ValueError(f"noise: expected {list(padded.shape)}, got {list(noise.shape)}")
+        else:
+            noise = noise.to(padded.dtype)
         noisy = Convention.PAPER.interpolate(noise, padded, tau)
         target = Convention.PAPER.target(noise, padded)
         context = self._context(state, context)
@@ -217,9 +224,9 @@ class FlowMatchingHead(nn.Module):
             mask = mask & rearrange(action_mask, "... a -> ... 1 a")
         if chunk_mask is not None:  # [c] or [#b c] -> [#b c 1]
             mask = mask & rearrange(chunk_mask, "... c -> ... c 1")
-        weight = mask.to(pred.dtype)
+        weight = mask.to(target.dtype)
         # Entries, not rows: a 7-dim robot and a 14-dim one weigh each real action dim equally.
-        return ((pred - target) ** 2 * weight).sum() / weight.sum().clamp_min(1)
+        return ((pred.to(target.dtype) - target) ** 2 * weight).sum() / weight.sum().clamp_min(1)
 
     # -- inference --------------------------------------------------------------------------
 
@@ -237,18 +244,21 @@ class FlowMatchingHead(nn.Module):
         """Integrate from noise (tau = 0) to a chunk (tau = 1) with ``solver`` (config default).
 
         The sample is [b c a] in raw units: cut to the normalizer's dim and un-normalised when
-        the head has one, else the full padded action_dim.
+        the head has one, else the full padded action_dim. The noise and the integrated state are
+        float32 (or wider) even for bf16 weights; the network sees them in its own dtype.
         """
         param = self.action_out.weight
         if noise is None:
             noise = torch.randn(
                 (batch, self.config.chunk, self.config.action_dim),
                 generator=generator,
-                dtype=param.dtype,
+                dtype=_math_dtype(param.dtype),
                 device=param.device,
             )
         elif noise.shape[0] != batch:
             raise ValueError(f"noise: expected batch {batch}, got {noise.shape[0]}")
+        else:
+            noise = noise.to(_math_dtype(noise.dtype))
         for name, cond in (("state", state), ("context", context)):
             if cond is not None and cond.shape[0] != batch:
                 raise ValueError(f"{name}: expected batch {batch}, got {cond.shape[0]}")
@@ -257,7 +267,8 @@ class FlowMatchingHead(nn.Module):
 
         def velocity_field(x: Tensor, tau: Tensor) -> Tensor:
             # tau stays float32 (or wider): the shortest time period, 4e-3, is below bf16's step.
-            return self.velocity(x, tau.expand(x.shape[0]), context=context, network=net)
+            v = self.velocity(x, tau.expand(x.shape[0]), context=context, network=net)
+            return v.to(x.dtype)
 
         solution = (solver or self.config.solver)(velocity_field, noise)
         out = solution.sample
@@ -287,3 +298,8 @@ class FlowMatchingHead(nn.Module):
         c, a = self.config.chunk, self.config.action_dim
         if x.shape[-2:] != (c, a):
             raise ValueError(f"{name}: expected [b, {c}, {a}], got {list(x.shape)}")
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the flow's arithmetic: float32 at least (bf16 cannot hold x_tau finely)."""
+    return torch.promote_types(dtype, torch.float32)

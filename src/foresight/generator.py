@@ -79,11 +79,23 @@ class NextScaleGenerator(nn.Module):
         nn.init.normal_(self.level.weight, std=0.02)
         self.head_norm = nn.LayerNorm(d)
         self.head_proj = nn.Linear(d, config.vocab_size)
+        self.register_buffer("levels", self._levels(None), persistent=False)
+
+    def _levels(self, device: torch.device | str | None) -> Int[Tensor, " n"]:
+        """The scale index of every token, SOS first (the level embedding's ids)."""
+        counts = self.config.token_counts
         # output_size: lets the model be built on the meta device (sizing, deferred init).
-        levels = torch.repeat_interleave(
-            torch.arange(len(counts)), torch.tensor(counts), output_size=sum(counts)
+        return torch.repeat_interleave(
+            torch.arange(len(counts), device=device),
+            torch.tensor(counts, device=device),
+            output_size=sum(counts),
         )
-        self.register_buffer("levels", levels, persistent=False)
+
+    def init_buffers(self, device: torch.device | str) -> None:
+        """Compute the non-persistent buffer ``levels`` on ``device``. A generator built on the
+        meta device and loaded with ``assign=True`` (`f1kit.model.loading`) gets it here: it is
+        derived from the config, never saved."""
+        self.levels = self._levels(device)
 
     # ---- sizes and layout -----------------------------------------------------------------
 

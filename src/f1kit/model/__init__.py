@@ -10,6 +10,14 @@ from f1kit.model.config import (
     TrunkConfig,
 )
 from f1kit.model.f1 import F1, Prediction, Prefix
+from f1kit.model.loading import (
+    FP32_MODULES,
+    LoadingError,
+    build_empty,
+    load_into_empty,
+    load_model,
+    read_weights,
+)
 from f1kit.model.objective import Objective
 from f1kit.model.policy import F1Policy
 from f1kit.model.pretrained import PretrainedError, load_pretrained, load_weights, save_pretrained
@@ -20,6 +28,7 @@ from f1kit.model.vision import VISION_ENCODERS, build_vision_encoder
 
 __all__ = [
     "F1",
+    "FP32_MODULES",
     "TEXT_TOKENIZERS",
     "VISION_ENCODERS",
     "ActionConfig",
@@ -32,6 +41,7 @@ __all__ = [
     "GenerationConfig",
     "GenerationExpert",
     "JointPass",
+    "LoadingError",
     "Objective",
     "Prediction",
     "Prefix",
@@ -40,9 +50,13 @@ __all__ = [
     "TokenizerConfig",
     "TrunkConfig",
     "Understanding",
+    "build_empty",
     "build_text_tokenizer",
     "build_vision_encoder",
+    "load_into_empty",
+    "load_model",
     "load_pretrained",
     "load_weights",
+    "read_weights",
     "save_pretrained",
 ]

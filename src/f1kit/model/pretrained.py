@@ -8,10 +8,13 @@
     <dir>/policy_*processor_step_*.safetensors   embodiment, and their statistics
 
 Writing goes to a temporary sibling directory that replaces ``<dir>`` in one rename, so a crash
-never leaves a half-written checkpoint. Loading is strict: missing, unexpected, mis-shaped,
-wrongly typed or non-finite tensors raise `PretrainedError` listing every one of them; so do a
-missing processor file (a policy would act in normalised units without it), unknown keys in
-config.json, and weight aliases (``f1kit.aliases``) naming tensors the model does not tie.
+never leaves a half-written checkpoint. Loading builds the model on the meta device and assigns
+the memory-mapped weights (`f1kit.model.loading`: no random initialisation first), optionally
+cast to ``dtype`` (the tokenizer stays float32). It is strict: missing, unexpected, mis-shaped,
+wrongly typed (without ``dtype``) or non-finite tensors raise `PretrainedError` listing every one
+of them; so do a missing processor file (a policy would act in normalised units without it),
+unknown keys in config.json, and weight aliases (``f1kit.aliases``) naming tensors the model does
+not tie.
 """
 
 import json
@@ -24,6 +27,7 @@ import torch
 from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torch import Tensor, nn
 
 from f1kit.data.processor import (
     ACTION,
@@ -36,9 +40,16 @@ from f1kit.data.processor import (
     UnnormalizeStep,
 )
 from f1kit.model.config import F1Config
-from f1kit.model.f1 import F1
+from f1kit.model.loading import (
+    LoadingError,
+    build_empty,
+    load_into_empty,
+    mismatches,
+    raise_mismatches,
+    read_weights,
+)
 from f1kit.model.policy import F1Policy
-from f1kit.train import WeightsError, load_model_weights, save_model_weights
+from f1kit.train import save_model_weights
 from flow import Normalizer
 
 FORMAT = "f1kit.policy/2"
@@ -48,7 +59,7 @@ CONFIG, WEIGHTS = "config.json", "model.safetensors"
 POLICY_KEYS = ("cameras", "history_offsets", "dtype")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(LoadingError):
     """A policy directory that is incomplete or does not match its config."""
 
 
@@ -129,28 +140,38 @@ def _upgrade_format_1(model: object) -> object:
 
 
 def load_pretrained(
-    directory: str | Path, *, device: torch.device | str = "cpu", **policy_args: object
+    directory: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    **policy_args: object,
 ) -> F1Policy:
-    """Rebuild the policy saved in ``directory``; ``policy_args`` override `F1Policy` options."""
+    """Rebuild the policy saved in ``directory``; ``policy_args`` override `F1Policy` options.
+
+    dtype: cast the weights (e.g. ``torch.bfloat16``; the tokenizer stays float32); None: the
+    weights must be in the dtype config.json records. device: where the weights go.
+
+    Example:
+        >>> policy = load_pretrained("runs/f1/policy", dtype=torch.bfloat16, device="cuda")
+    """
     directory = Path(directory)
     fmt, config, settings = read_config(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise PretrainedError(f"{weights}: not found")
     dtype_name = settings.get("dtype", "float32")
-    dtype = getattr(torch, str(dtype_name), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+    stored = getattr(torch, str(dtype_name), None)
+    if not isinstance(stored, torch.dtype) or not stored.is_floating_point:
         raise PretrainedError(
             f"{directory / CONFIG}: policy.dtype expected a float dtype name such as 'float32', "
             f"got {dtype_name!r}"
         )
-    model = F1(config).to(dtype)
+    model = build_empty(config, stored)
     try:
-        tensors = load_model_weights(weights, model=model)
-    except WeightsError as err:  # unreadable, or aliases the model does not declare
+        tensors = read_weights(weights)  # memory-mapped
+        load_into_empty(model, tensors, dtype=dtype, device=device, source=str(weights))
+    except LoadingError as err:
         raise PretrainedError(str(err)) from err
-    load_weights(model, tensors, str(weights))
-    model.to(device)
     if fmt == LEGACY_FORMAT:
         processors = _legacy_processors(directory / LEGACY_STATS)
     else:
@@ -170,44 +191,17 @@ def load_pretrained(
     return F1Policy(model, **args)  # type: ignore[arg-type]
 
 
-def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load: every tensor present with its shape, nothing extra, or a listing error.
-    An older checkpoint layout is upgraded first (``F1.upgrade_state_dict``: `LEGACY_KEYS`).
-    A tensor whose dtype differs from the model's, or holding NaN or inf, is an error too."""
+def load_weights(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """Strict load into a built model (copies; a meta-built one: `loading.load_into_empty`):
+    every tensor present with its shape, nothing extra, or a listing error. An older checkpoint
+    layout is upgraded first (``F1.upgrade_state_dict``: `LEGACY_KEYS`). A tensor whose dtype
+    differs from the model's, or holding NaN or inf, is an error too."""
     upgrade = getattr(model, "upgrade_state_dict", None)
     if upgrade is not None:
         tensors = upgrade(tensors)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    common = sorted(set(expected) & set(tensors))
-    mismatched = [
-        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in common
-        if tensors[k].shape != expected[k].shape
-    ]
-    dtypes = [
-        f"{k}: file {tensors[k].dtype} vs model {expected[k].dtype}"
-        for k in common
-        if tensors[k].dtype != expected[k].dtype
-    ]
-    non_finite = [
-        k
-        for k in common
-        if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all())
-    ]
-    if missing or unexpected or mismatched or dtypes or non_finite:
-        lines = [f"{source}: does not match the model config"]
-        for title, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", mismatched),
-            ("dtype mismatch", dtypes),
-            ("non-finite (NaN or inf)", non_finite),
-        ):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
-        raise PretrainedError("\n".join(lines))
+    dtypes = {k: t.dtype for k, t in expected.items()}
+    raise_mismatches(source, mismatches(expected, tensors, dtypes=dtypes), PretrainedError)
     model.load_state_dict(tensors, strict=True)
 
 
