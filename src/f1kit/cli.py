@@ -214,6 +214,7 @@ def convert(
     option: list[str] | None = typer.Option(
         None, "--option", "-o", help="an importer option KEY=VALUE (YAML value), repeatable"
     ),
+    overwrite: bool = typer.Option(False, help="replace an existing f1kit model directory"),
 ) -> None:
     """Import a published checkpoint into an f1kit model directory (docs/weights.md)."""
     import logging
@@ -246,7 +247,9 @@ def convert(
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
         options[key] = yaml.safe_load(value)
     try:
-        found = convert_checkpoint(kind, source, destination, dtype=cast, **options)
+        found = convert_checkpoint(
+            kind, source, destination, dtype=cast, overwrite=overwrite, **options
+        )
     except (SourceError, WeightImportError, ModelDirError, TypeError, ValueError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None

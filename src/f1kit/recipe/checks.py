@@ -38,8 +38,8 @@ def _understanding_problems(recipe: Recipe) -> list[Problem]:
     for i, stage in enumerate(recipe.stages):
         if not isinstance(stage, TrainStage):
             continue
-        if stage.init_from is not None:
-            ready = "understanding" not in stage.init_from.random
+        if stage.init_from is not None and "understanding" not in stage.init_from.random:
+            ready = True  # a part named random keeps its weights: ready stays what it was
         if "understanding" in stage.train:
             ready = True
         elif not ready and not stage.allow_random_understanding:

@@ -100,3 +100,38 @@ def test_a_run_starts_from_the_directory(tmp_path: Path) -> None:
     assert start.keys() == policy.keys()
     for key, value in start.items():
         assert torch.allclose(policy[key].float(), value.float(), atol=1e-6), key
+
+
+def test_a_part_named_random_keeps_what_an_earlier_stage_trained() -> None:
+    recipe = _frozen_u(init_from={"path": "weights/g", "random": ["understanding"]})
+    recipe["stages"].insert(
+        1,
+        train_stage(
+            name="all",
+            train=["understanding", "generation", "action"],
+            lr={"understanding": 1e-4, "generation": 1e-4, "action": 1e-4},
+        ),
+    )
+    recipe_from_dict(recipe)
+
+
+def test_shapes_are_checked_before_any_work_and_a_stage_may_hold_the_run_tokenizer(
+    tmp_path: Path,
+) -> None:
+    data = toy()
+    config = F1Config.model_validate(data["model"])
+    whole = _model_dir(tmp_path, config, {"understanding", "generation", "action", "tokenizer"})
+    # A stage may start from a whole policy-like directory although a tokenizer stage made the
+    # run's tokenizer (the directory's must then equal it, checked on load).
+    data["stages"][1]["init_from"] = str(whole)
+    assert init_problems(recipe_from_dict(copy.deepcopy(data))) == []
+    wider = F1Config.model_validate(
+        {**data["model"], "action": {**data["model"]["action"], "action_dim": 7}}
+    )
+    (tmp_path / "wide").mkdir()
+    other = _model_dir(tmp_path / "wide", wider, {"understanding", "action"})
+    data["stages"][1]["init_from"] = {"path": str(other), "random": ["generation"]}
+    found = dict(init_problems(recipe_from_dict(data)))
+    assert (
+        "action_head.action_in.weight: file (64, 7) vs model (64, 4)" in found["stages.1.init_from"]
+    )

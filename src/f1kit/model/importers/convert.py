@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from f1kit.model.importers.model_dir import ModelDir, read_model_dir, write_model_dir
+from f1kit.model.importers.model_dir import ModelDir, ModelDirError, read_model_dir, write_model_dir
 from f1kit.model.importers.registry import IMPORTERS
 from f1kit.model.importers.source import SourceTensors
 
@@ -19,6 +19,7 @@ def convert_checkpoint(
     destination: str | Path,
     *,
     dtype: torch.dtype | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> ModelDir:
     """Import ``source`` with the importer ``kind`` and write the model directory
@@ -31,6 +32,7 @@ def convert_checkpoint(
     if kind not in IMPORTERS:
         raise ValueError(f"--from: unknown source {kind!r}; known: {sorted(IMPORTERS)}")
     src = Path(source)
+    check_destination(src, Path(destination), overwrite)
     imported = IMPORTERS[kind](src if kind == "var" else SourceTensors(src), **options)
     info = {"kind": kind, "path": str(src), **imported.info}
     if imported.dropped:
@@ -44,3 +46,27 @@ def convert_checkpoint(
         files=imported.files,
     )
     return read_model_dir(destination)
+
+
+def check_destination(source: Path, destination: Path, overwrite: bool) -> None:
+    """Refuse a destination that would destroy anything but an f1kit model directory: the
+    source itself, a folder holding it or inside it, a non-empty folder of other files."""
+    src, dst = source.resolve(), destination.resolve()
+    if dst == src or dst in src.parents or src in dst.parents:
+        raise ValueError(
+            f"{destination}: is, holds or lies inside the source {source}; write the model "
+            "directory somewhere else"
+        )
+    if not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):
+        return
+    try:
+        read_model_dir(dst)
+    except (ModelDirError, ValueError) as err:
+        raise ValueError(
+            f"{destination}: exists and is not an f1kit model directory ({err}); f1kit will not "
+            "replace it: choose another destination or remove it yourself"
+        ) from None
+    if not overwrite:
+        raise ValueError(
+            f"{destination}: already an f1kit model directory; pass --overwrite to replace it"
+        )

@@ -218,7 +218,12 @@ def read_config(source: SourceTensors, groups: dict[str, list[str]], chunk: int 
         return F1Config.model_validate(
             {
                 "vision": {"name": "siglip", "args": vision},
-                "text": {"name": "hf", "args": {"path": "tokenizer", "max_length": max_length}},
+                # the official prompt is the task + "\n", BOS, no EOS (as pi0's): the "\n" is
+                # the caller's
+                "text": {
+                    "name": "hf",
+                    "args": {"path": "tokenizer", "max_length": max_length, "append_eos": False},
+                },
                 "text_vocab": vocab,
                 "trunk": {**geometry, **widths},
                 "generation": {

@@ -22,6 +22,7 @@ from torch import Tensor
 from f1kit.model.importers.source import SourceTensors
 
 Transform = Callable[..., Tensor]
+FLOAT32_PREFIXES = ("tokenizer.",)  # kept float32 whatever dtype a conversion asks for
 
 
 def same(x: Tensor) -> Tensor:
@@ -144,9 +145,12 @@ def check_plan(
 def convert(
     source: SourceTensors, plan: Plan, dtype: torch.dtype | None = None
 ) -> Iterator[tuple[str, Tensor]]:
-    """The f1kit tensors of a checked plan, one at a time (floats cast to ``dtype`` if given)."""
+    """The f1kit tensors of a checked plan, one at a time. ``dtype``: floats are cast to it,
+    except the VQ tokenizer (its quantizer's nearest-code search stays float32: bf16 codebooks
+    change codes) and the Gemma gains `gemma_norm` forms in float32."""
     for rule in plan.rules:
         tensor = rule.transform(*(source.get(s) for s in rule.sources))
-        if dtype is not None and tensor.is_floating_point():
+        exact = rule.target.startswith(FLOAT32_PREFIXES) or rule.transform is gemma_norm
+        if dtype is not None and tensor.is_floating_point() and not exact:
             tensor = tensor.to(dtype)
         yield rule.target, tensor.contiguous()

@@ -18,18 +18,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from f1kit.model.config import F1Config
 from f1kit.model.importers.parts import PARTS, part_of, parts_of
+from f1kit.model.importers.safetensors_stream import write_safetensors
 
 FORMAT = "f1kit.model/1"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -70,8 +70,9 @@ def write_model_dir(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = dict(tensors)
-        parts = sorted(parts_of(state), key=PARTS.index)
+        # One tensor in memory at a time: the parts are known once every name is written.
+        names = write_safetensors(tmp / WEIGHTS, tensors, metadata={"format": FORMAT})
+        parts = sorted(parts_of(names), key=PARTS.index)
         record = {
             "format": FORMAT,
             "model": config.model_dump(mode="json"),
@@ -80,7 +81,6 @@ def write_model_dir(
             "dropped": dropped or {},
         }
         (tmp / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         for name, path in (files or {}).items():
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,13 +167,23 @@ def part_problems(
     random: Iterable[str] = (),
     provided: Iterable[str] = (),
     config: F1Config | None = None,
+    *,
+    match: Iterable[str] = (),
+    only: Iterable[str] | None = None,
 ) -> list[str]:
     """What is wrong with starting a model of ``model_parts`` from ``found``: a part neither
-    held, ``random`` nor ``provided``; ``random`` or ``provided`` naming a held part; and, given
-    the model's ``config``, settings the shapes cannot check (the flow-time convention of the
-    action weights, RoPE base, norm epsilon, MLP kinds)."""
-    random, provided, held = set(random), set(provided), set(found.parts)
-    model_parts = set(model_parts)
+    held, ``random``, ``provided`` nor matched; ``random`` or ``provided`` naming a held part;
+    and, given the model's ``config``, settings the shapes cannot check (attention geometry,
+    the flow-time convention of the action weights, RoPE base, norm epsilon, MLP kinds, the
+    vision and text components, the VQ tokenizer's config).
+
+    match: parts the model already has, which a directory may hold only if they are equal
+    (checked on load: a stage's tokenizer, whose codes the run has computed). only: consider
+    just these parts (of both the model and the directory)."""
+    random, provided, match = set(random), set(provided), set(match)
+    model_parts, held = set(model_parts), set(found.parts)
+    if only is not None:
+        model_parts, held = model_parts & set(only), held & set(only)
     problems = []
     unknown = sorted(random - set(PARTS))
     if unknown:
@@ -187,7 +197,7 @@ def part_problems(
             f"{found.path} holds {twice} weights that the recipe also loads from elsewhere "
             "(model.generation.tokenizer.path); keep one source"
         )
-    lacking = sorted(model_parts - held - random - provided, key=PARTS.index)
+    lacking = sorted(model_parts - held - random - provided - match, key=PARTS.index)
     if lacking:
         problems.append(
             f"{found.path} holds no {lacking} weights (it holds {list(found.parts)}); list them "
@@ -204,13 +214,21 @@ def part_problems(
 def _setting_problems(found: ModelDir, config: F1Config, parts: set[str]) -> list[str]:
     ours, theirs = config, found.config
     checks: list[tuple[str, object, object]] = []
-    if parts - {"tokenizer"}:  # trunk weights
-        checks.append(("trunk.rope_base", ours.trunk.rope_base, theirs.trunk.rope_base))
-        checks.append(("trunk.norm_eps", ours.trunk.norm_eps, theirs.trunk.norm_eps))
+    if parts - {"tokenizer"}:  # trunk weights: what q/k/v shapes cannot tell apart
+        for name in ("depth", "heads", "kv_heads", "head_dim", "rope_base", "norm_eps"):
+            checks.append((f"trunk.{name}", getattr(ours.trunk, name), getattr(theirs.trunk, name)))
     for part in sorted(parts - {"tokenizer"}, key=PARTS.index):
         mine, other = getattr(ours.trunk, part), getattr(theirs.trunk, part)
         if mine is not None and other is not None:
             checks.append((f"trunk.{part}.mlp", mine.mlp, other.mlp))
+    if "understanding" in parts:
+        checks.append(("vision.name", ours.vision.name, theirs.vision.name))
+        for arg in sorted(set(ours.vision.args) & set(theirs.vision.args) - {"path"}):
+            checks.append((f"vision.args.{arg}", ours.vision.args[arg], theirs.vision.args[arg]))
+        checks.append(("text.name", ours.text.name, theirs.text.name))
+        eos = (ours.text.args.get("append_eos", True), theirs.text.args.get("append_eos", True))
+        if ours.text.name == theirs.text.name == "hf":  # the prompt format the weights saw
+            checks.append(("text.args.append_eos", *eos))
     if "action" in parts:
         checks.append(
             (
@@ -230,11 +248,43 @@ def _setting_problems(found: ModelDir, config: F1Config, parts: set[str]) -> lis
     ]
 
 
-def iter_weights(directory: ModelDir) -> Iterator[tuple[str, Tensor]]:
-    """The directory's tensors, one at a time (memory-mapped reads)."""
+def stored_shapes(directory: ModelDir) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in the directory's weights, read from the header alone."""
     with safe_open(str(directory.weights), framework="pt") as handle:
-        for key in handle.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
-            yield key, handle.get_tensor(key)
+        keys = list(handle.keys())
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in keys}
+
+
+def tensor_problems(
+    directory: ModelDir, expected: dict[str, tuple[int, ...]], parts: Iterable[str]
+) -> list[str]:
+    """The directory's tensors of ``parts`` against the model's shapes ``expected`` (every
+    state-dict tensor): missing, unexpected and mis-shaped ones, one line per kind."""
+    parts = set(parts)
+    stored = {k: v for k, v in stored_shapes(directory).items() if _part(k) in parts}
+    missing = [k for k in expected if _part(k) in parts and k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    shapes = [
+        f"{k}: file {stored[k]} vs model {expected[k]}"
+        for k in stored
+        if k in expected and stored[k] != tuple(expected[k])
+    ]
+    return [
+        f"{title} ({len(items)}): " + ", ".join(items)
+        for title, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", shapes),
+        )
+        if items
+    ]
+
+
+def _part(key: str) -> str | None:
+    try:
+        return part_of(key)
+    except ValueError:  # a tensor of no part: reported as unexpected
+        return None
 
 
 def init_from(
@@ -243,6 +293,8 @@ def init_from(
     random: Iterable[str] = (),
     *,
     provided: Iterable[str] = (),
+    match: Iterable[str] = (),
+    only: Iterable[str] | None = None,
     key: str = "init_from",
 ) -> tuple[str, ...]:
     """Load the weights of a model directory into ``model``; return the parts loaded.
@@ -250,41 +302,44 @@ def init_from(
     random: the parts of ``model`` the directory does not hold, which keep their current
     weights; any other part it lacks is an error, as is naming a part it does hold.
     provided: parts loaded from elsewhere (a tokenizer from ``tokenizer.path``): the directory
-    must not hold them too. Every tensor of the directory must exist in the model with the same
-    shape (listed otherwise); its model config must agree where shapes cannot tell
-    (`part_problems`).
-    key: the recipe key that names the directory (heads every error).
+    must not hold them too. match: parts the directory may hold only if they equal the model's
+    (then not loaded; a run's tokenizer, whose codes it computed). only: load just these parts.
+    Every tensor must fit the model's shape (all mismatches listed, checked on the header before
+    any data is read); the model config must agree where shapes cannot tell (`part_problems`).
+    Tensors are read and copied one at a time. key: the recipe key naming the directory.
     """
     found = read_model_dir(directory)
     state = model.state_dict()
     config = getattr(model, "config", None)
     config = config if isinstance(config, F1Config) else None
-    problems = part_problems(found, parts_of(state), random, provided, config)
+    problems = part_problems(
+        found, parts_of(state), random, provided, config, match=match, only=only
+    )
     if problems:
         raise ModelDirError(f"{key}: " + "; ".join(problems))
-    held = set(found.parts)
-    unexpected, shapes, loaded = [], [], {}
-    in_file: set[str] = set()
-    for name, tensor in iter_weights(found):
-        in_file.add(name)
-        if name not in state:
-            unexpected.append(name)
-        elif tuple(tensor.shape) != tuple(state[name].shape):
-            shapes.append(f"{name}: file {tuple(tensor.shape)} vs model {tuple(state[name].shape)}")
-        else:
-            loaded[name] = tensor
-    missing = [k for k in state if part_of(k) in held and k not in in_file]
-    if unexpected or shapes or missing:
-        lines = [f"{key}: {found.weights} does not fit the recipe's model"]
-        for title, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", shapes),
-        ):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
-        raise ModelDirError("\n".join(lines))
-    with torch.no_grad():
-        for name, tensor in loaded.items():
-            state[name].copy_(tensor)
-    return tuple(p for p in PARTS if p in held)
+    held = set(found.parts) if only is None else set(found.parts) & set(only)
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    problems = tensor_problems(found, expected, held)
+    if problems:
+        lines = [f"{key}: {found.weights} does not fit the recipe's model", *problems]
+        raise ModelDirError("\n  ".join(lines))
+    compared = held & set(match)
+    with torch.no_grad(), safe_open(str(found.weights), framework="pt") as handle:
+        names = [(n, _part(n)) for n in handle.keys()]  # noqa: SIM118 (not iterable)
+        # Compare first: a refused directory leaves the model untouched.
+        differ = [
+            n
+            for n, part in names
+            if part in compared
+            and not torch.equal(handle.get_tensor(n).to(state[n].dtype), state[n].cpu())
+        ]
+        if differ:
+            raise ModelDirError(
+                f"{key}: {found.path} holds a {sorted(compared)} that differs from the run's "
+                f"({len(differ)} tensors, e.g. {differ[0]}); the run's codes were computed with "
+                "its own, so start from a directory with the same one (or without it)"
+            )
+        for name, part in names:
+            if part in held - compared:
+                state[name].copy_(handle.get_tensor(name))
+    return tuple(p for p in PARTS if p in held - compared)

@@ -1,7 +1,7 @@
 """A foreign checkpoint read lazily from safetensors: a file, or a directory holding one file or
 a sharded set (``model.safetensors.index.json``). Shapes and dtypes come from the headers, so an
 importer can check a 3.5 B-parameter mapping completely before reading a byte of data; each
-tensor is then read (memory-mapped) only when it is converted.
+tensor is then read only when it is converted.
 
 Pickle checkpoints (``.bin``, ``.pt``, ``.pth``, ``.ckpt``) are refused: loading one runs code.
 Convert them once with their own project's tools into safetensors.
@@ -26,7 +26,9 @@ class SourceError(ValueError):
 class SourceTensors:
     """The tensors of a safetensors checkpoint by name, read on demand.
 
-    path: a ``.safetensors`` file, or a directory with ``model.safetensors`` or a shard index
+    path: a ``.safetensors`` file, or a directory with a shard index, ``model.safetensors``
+    (other safetensors files beside it, such as lerobot's processor statistics, are not
+    weights) or exactly one ``.safetensors`` file
     (``config.json`` and the other files beside the weights are reachable with `read_json`).
 
     Example:
@@ -44,7 +46,14 @@ class SourceTensors:
         self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self.metadata: dict[str, str] = {}
         for file in self._files:
-            with safe_open(str(file), framework="pt") as handle:
+            try:
+                handle = safe_open(str(file), framework="pt")
+            except Exception as err:  # safetensors raises its own error type for a bad header
+                raise SourceError(
+                    f"{file}: not a readable safetensors file ({err}); a git-lfs pointer or an "
+                    "interrupted download looks like this"
+                ) from err
+            with handle:
                 self.metadata.update(handle.metadata() or {})
                 for key in handle.keys():  # noqa: SIM118 (not iterable)
                     if key in self._owner:
@@ -78,6 +87,8 @@ class SourceTensors:
             if missing:
                 raise SourceError(f"{index}: shards not found: {', '.join(missing)}")
             return files
+        if (path / "model.safetensors").is_file():  # beside e.g. lerobot's processor stats
+            return [path / "model.safetensors"]
         files = sorted(path.glob("*.safetensors"))
         if len(files) == 1:
             return files
@@ -108,7 +119,7 @@ class SourceTensors:
         return torch.empty(shape, dtype=dtype, device="meta")
 
     def get(self, key: str) -> Tensor:
-        """The tensor ``key`` on the CPU (memory-mapped from its file)."""
+        """The tensor ``key`` on the CPU (read from its file when asked, one at a time)."""
         file = self._owner[key]
         if file not in self._handles:
             self._handles[file] = safe_open(str(file), framework="pt")

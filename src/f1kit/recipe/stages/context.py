@@ -74,7 +74,7 @@ class RunContext:
         model = F1(recipe.model.f1_config())
         load_tokenizer_weights(model)
         if recipe.model.init_from is not None:
-            load_init(model, recipe, recipe.model.init_from, "model.init_from")
+            load_init(model, recipe, recipe.model.init_from, "model.init_from", stage=False)
         model.to(device)
         window = recipe.data.window_config()
         pre_post = processors(data, recipe)

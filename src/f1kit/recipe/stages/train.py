@@ -42,7 +42,7 @@ def run_train(ctx: RunContext, stage: TrainStage, index: int, stage_dir: Path) -
 def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evaluation) -> dict:
     model, recipe = ctx.model, ctx.recipe
     if stage.init_from is not None:  # a resumed stage then loads its checkpoint over it
-        load_init(model, recipe, stage.init_from, f"stages.{index}.init_from")
+        load_init(model, recipe, stage.init_from, f"stages.{index}.init_from", stage=True)
     model.set_trainable(stage.train)
     objective = stage.objective(recipe.model)
     groups = model.param_groups(stage.lr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from f1kit.model import F1
 from f1kit.model.importers import init_from
-from f1kit.recipe.init_checks import provided_parts
+from f1kit.recipe.init_checks import init_parts
 from f1kit.recipe.schema import Recipe
 from f1kit.recipe.schema.init import InitFrom
 from f1kit.train import best_weights, load_checkpoint, load_latest, load_model_weights
@@ -16,10 +16,13 @@ from foresight import MultiScaleVQVAE
 log = logging.getLogger(__name__)
 
 
-def load_init(model: F1, recipe: Recipe, init: InitFrom, key: str) -> None:
+def load_init(model: F1, recipe: Recipe, init: InitFrom, key: str, stage: bool) -> None:
     """Load an ``init_from`` directory into ``model`` (strict; the parts it lacks must be
-    named under ``random``)."""
-    parts = init_from(model, init.path, init.random, provided=provided_parts(recipe), key=key)
+    named under ``random``); a stage's (``stage``) keeps the run's tokenizer (`init_parts`)."""
+    how = init_parts(recipe, stage)
+    parts = init_from(
+        model, init.path, init.random, provided=how["provided"], match=how["match"], key=key
+    )
     log.info("%s: %s loaded from %s; random: %s", key, list(parts), init.path, init.random)
 
 
@@ -31,9 +34,8 @@ def load_tokenizer_weights(model: F1) -> None:
     if gen is None or gen.tokenizer.path is None or model.tokenizer is None:
         return
     path = Path(gen.tokenizer.path)
-    if (path / "config.json").is_file():
-        random = [p for p in ("understanding", "generation", "action")]
-        init_from(model, path, random, key="model.generation.tokenizer.path")
+    if (path / "config.json").is_file():  # a model directory: its tokenizer part alone
+        init_from(model, path, only=["tokenizer"], key="model.generation.tokenizer.path")
         return
     if path.is_dir():
         path = path / "tokenizer.safetensors"

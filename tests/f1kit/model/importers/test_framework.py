@@ -186,3 +186,108 @@ def test_a_model_directory_is_written_atomically(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         write_model_dir(tmp_path / "dir", config, failing())
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_lerobot_folder_reads_model_safetensors_and_a_corrupt_file_is_named(
+    tmp_path: Path,
+) -> None:
+    save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
+    save_file({"mean": torch.zeros(2)}, str(tmp_path / "policy_preprocessor_step_3.safetensors"))
+    assert SourceTensors(tmp_path).keys() == ["w"]
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(SourceError, match="not a readable safetensors file"):
+        SourceTensors(bad)
+
+
+def test_a_bf16_conversion_keeps_the_tokenizer_and_gemma_gains_float32(tmp_path: Path) -> None:
+    src = _source(tmp_path, {"c": torch.randn(4, 2), "n": torch.randn(3), "w": torch.randn(2)})
+    rules = [
+        Rule.rename("tokenizer.quantizer.codebook.weight", "c"),
+        Rule.rename("norm.weight", "n", gemma_norm),
+        Rule.rename("lin.weight", "w"),
+    ]
+    expected = {
+        "tokenizer.quantizer.codebook.weight": (4, 2),
+        "norm.weight": (3,),
+        "lin.weight": (2,),
+    }
+    out = dict(convert(src, check_plan(src, rules, {}, expected, "toy"), torch.bfloat16))
+    assert out["tokenizer.quantizer.codebook.weight"].dtype == torch.float32
+    assert out["norm.weight"].dtype == torch.float32
+    assert out["lin.weight"].dtype == torch.bfloat16
+
+
+def test_convert_never_destroys_the_source_or_a_foreign_folder(tmp_path: Path) -> None:
+    from f1kit.model.importers import convert_checkpoint
+    from foresight import MultiScaleVQVAE, VQVAEConfig
+    from foresight.var_weights import ours_to_var
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    vae = folder / "vae.safetensors"
+    state = ours_to_var(MultiScaleVQVAE(VQVAEConfig.small_64()))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(vae))
+    (folder / "notes.txt").write_text("keep me")
+    options = {"scales": [1, 2, 3, 4]}
+    for destination in (folder, vae, tmp_path):
+        with pytest.raises(ValueError, match="is, holds or lies inside the source"):
+            convert_checkpoint("var", vae, destination, **options)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.bin").write_text("x")
+    with pytest.raises(ValueError, match="not an f1kit model directory"):
+        convert_checkpoint("var", vae, other, **options)
+    convert_checkpoint("var", vae, tmp_path / "out", **options)
+    with pytest.raises(ValueError, match="--overwrite"):
+        convert_checkpoint("var", vae, tmp_path / "out", **options)
+    convert_checkpoint("var", vae, tmp_path / "out", overwrite=True, **options)
+    assert (folder / "notes.txt").read_text() == "keep me" and vae.is_file()
+    assert (other / "data.bin").is_file()
+
+
+def test_a_matched_part_must_be_equal_and_is_never_loaded(tmp_path: Path) -> None:
+    config = F1Config.tiny()
+    directory = _write(tmp_path, config, PARTS, seed=1)
+    torch.manual_seed(1)
+    same = F1(config)  # the directory's weights exactly (same seed, same build order)
+    torch.manual_seed(5)
+    other = F1(config)
+    other.tokenizer.load_state_dict(same.tokenizer.state_dict())
+    assert init_from(other, directory, match=["tokenizer"]) == (
+        "understanding",
+        "generation",
+        "action",
+    )
+    torch.manual_seed(6)
+    fresh = F1(config)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ModelDirError, match=r"holds a \['tokenizer'\] that differs"):
+        init_from(fresh, directory, match=["tokenizer"])
+    for key, value in fresh.state_dict().items():  # refused: nothing was loaded
+        assert torch.equal(value, before[key]), key
+
+
+def test_only_loads_one_part_of_a_whole_directory(tmp_path: Path) -> None:
+    config = F1Config.tiny()
+    directory = _write(tmp_path, config, PARTS, seed=1)
+    torch.manual_seed(9)
+    model = F1(config)
+    trunk = model.trunk.state_dict()["final_norms.action.weight"].clone()
+    assert init_from(model, directory, only=["tokenizer"]) == ("tokenizer",)
+    stored = load_file(directory / "model.safetensors")
+    assert torch.equal(
+        model.tokenizer.quantizer.codebook.weight, stored["tokenizer.quantizer.codebook.weight"]
+    )
+    assert torch.equal(model.trunk.state_dict()["final_norms.action.weight"], trunk)
+
+
+def test_settings_the_shapes_cannot_tell_are_compared(tmp_path: Path) -> None:
+    """heads x head_dim 4 x 16 and 8 x 8 give the same q shapes: the geometry is compared."""
+    base = F1Config.tiny(generation=False)
+    directory = _write(tmp_path, base, ("understanding", "action"))
+    other = F1Config.tiny(generation=False, overrides={"trunk": {"heads": 8, "head_dim": 8}})
+    with pytest.raises(ModelDirError) as info:
+        init_from(F1(other), directory)
+    assert "model.trunk.heads: 8, but" in str(info.value)
+    assert "model.trunk.head_dim: 8, but" in str(info.value)

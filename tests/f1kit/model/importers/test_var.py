@@ -62,5 +62,9 @@ def test_the_cli_converts_and_names_bad_sources(
     assert read_model_dir(dst).parts == ("tokenizer",)
     result = runner.invoke(app, ["convert", "--from", "nope", str(path), str(dst)])
     assert result.exit_code == 2 and "unknown source 'nope'" in result.output
-    result = runner.invoke(app, ["convert", "--from", "paligemma", str(path), str(dst)])
+    result = runner.invoke(app, ["convert", "--from", "var", str(path), str(dst)])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    result = runner.invoke(
+        app, ["convert", "--from", "paligemma", str(path), str(dst), "--overwrite"]
+    )
     assert result.exit_code == 1 and "config.json" in result.output
