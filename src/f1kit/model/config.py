@@ -40,11 +40,18 @@ class Component(Strict):
 
 
 class ExpertWidths(Strict):
-    """One expert's own widths (attention geometry is shared by the trunk)."""
+    """One expert's own widths (attention geometry is shared by the trunk).
+
+    norm: ``rms`` (a learned gain), or ``adaptive`` for the Action expert only: pi0.5's adaptive
+    RMSNorms (`mot.AdaptiveRMSNorm`), modulated by the flow time; the flow head then conditions
+    the trunk with its time vector (``conditioning="adanorm"``) instead of mixing the time into
+    the action tokens.
+    """
 
     width: int = Field(gt=0)
     mlp_width: int = Field(gt=0)
     mlp: Literal["geglu", "swiglu", "gelu"] = "geglu"
+    norm: Literal["rms", "adaptive"] = "rms"
 
 
 class TrunkConfig(Strict):
@@ -123,7 +130,9 @@ class ActionConfig(Strict):
     """The Action expert's flow head (DESIGN.md s4).
 
     action_dim / state_dim: padded dims the head works in (robots with fewer dims are
-    zero-padded; pi0 uses 32). chunk: actions per chunk; execute: how many of them
+    zero-padded; pi0 uses 32). ``state_dim: null``: no state token (pi0.5, whose state is
+    discretised into the instruction text by the caller: `f1kit.model.importers.pi05_prompt`);
+    the model then takes no state. chunk: actions per chunk; execute: how many of them
     ``select_action`` serves before re-planning (<= chunk). weights_convention: the flow-time
     convention the weights were trained in, ``paper`` (noise at tau = 0, ours) or ``pi0``
     (noise at t = 1: pi0, openpi and the official F1 weights; `flow.Convention`), set by the
@@ -131,7 +140,7 @@ class ActionConfig(Strict):
     """
 
     action_dim: int = Field(gt=0)
-    state_dim: int = Field(gt=0)
+    state_dim: int | None = Field(gt=0)
     chunk: int = Field(gt=0)
     execute: int = Field(gt=0)
     solver: Component = Component(name="euler", args={"steps": 10})
@@ -144,7 +153,9 @@ class ActionConfig(Strict):
             raise ValueError(f"execute: {self.execute} exceeds the chunk length {self.chunk}")
         return self
 
-    def head_config(self, width: int) -> FlowHeadConfig:
+    def head_config(self, width: int, adaptive: bool = False) -> FlowHeadConfig:
+        """The flow head over an Action expert of ``width``; ``adaptive``: its norms are adaptive,
+        so the time enters as their conditioning vector (pi0.5), not through the tokens."""
         solver = ODESolver(method=self.solver.name, **self.solver.args)
         sampler = make_time_sampler(self.time_sampler.name, **self.time_sampler.args)
         return FlowHeadConfig(
@@ -152,7 +163,7 @@ class ActionConfig(Strict):
             chunk=self.chunk,
             width=width,
             state_dim=self.state_dim,
-            conditioning="concat",  # the MoT's norms are not adaptive: time rides in the tokens
+            conditioning="adanorm" if adaptive else "concat",
             time_sampler=sampler,
             solver=solver,
             weights_convention=Convention(self.weights_convention),
@@ -182,7 +193,14 @@ class F1Config(Strict):
                 f"trunk.generation={'set' if self.trunk.generation else 'null'}"
             )
         self.trunk.mot_config()  # the MoT's own sharing rules, with their named errors
-        self.action.head_config(self.trunk.action.width)
+        for name in ("understanding", "generation"):
+            widths = getattr(self.trunk, name)
+            if widths is not None and widths.norm != "rms":
+                raise ValueError(
+                    f"trunk.{name}.norm: {widths.norm!r} needs a conditioning vector per sample, "
+                    "which only the Action expert has (the flow time); expected 'rms'"
+                )
+        self.action.head_config(self.trunk.action.width, self.adaptive_action)
         if self.generation is not None:
             vq = self.generation.tokenizer.vqvae_config()
             if self.generation.scales > len(vq.scales):
@@ -191,6 +209,11 @@ class F1Config(Strict):
                     f"{len(vq.scales)} scales {vq.scales}"
                 )
         return self
+
+    @property
+    def adaptive_action(self) -> bool:
+        """The Action expert has adaptive norms, conditioned on the flow time (pi0.5)."""
+        return self.trunk.action.norm == "adaptive"
 
     @property
     def experts(self) -> tuple[str, ...]:

@@ -81,7 +81,8 @@ class F1(nn.Module):
             gen_cfg = NextScaleConfig(vq.scales, vq.vocab_size, vq.latent_dim, width)
             # No network of its own: every call passes the trunk's G slice (trunk.py).
             self.generator = NextScaleGenerator(gen_cfg)
-        self.action_head = FlowMatchingHead(config.action.head_config(trunk_cfg.action.width))
+        head = config.action.head_config(trunk_cfg.action.width, config.adaptive_action)
+        self.action_head = FlowMatchingHead(head)
         self._register_load_state_dict_pre_hook(self._drop_legacy_keys)
 
     def upgrade_state_dict(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -154,7 +155,7 @@ class F1(nn.Module):
             prefix_tokens,
             history=history,
             scales=scales,
-            state=1 if actions else 0,
+            state=1 if actions and self.config.action.state_dim is not None else 0,
             actions=chunk,
             history_in_prefix=True if gen is None else gen.history_in_prefix,
         )

@@ -5,6 +5,9 @@
                     ``model.config.generation.scales`` scales is drawn and its inputs appended
     act             the flow steps: [state | noisy chunk] rows read that cache (never write it)
 
+Models without a state token (``action.state_dim: null``: pi0.5) take ``state=None``: their
+state is in the instruction text (`f1kit.model.importers.pi05_prompt`).
+
 The cache that ``act`` reads holds exactly the rows the Action expert attends to in training
 (`f1kit.model.training`, docs/contract.md): the same U and history tokens, the SOS, and the inputs
 built from the scales the model drew itself, at the same RoPE positions. The training pass draws
@@ -112,16 +115,17 @@ def act(
     model: "F1",
     bound: BoundTrunk,
     cache: KVCache,
-    state: Float[Tensor, "b s"],
+    state: Float[Tensor, "b s"] | None,
     *,
     generator: torch.Generator | None = None,
     noise: Float[Tensor, "b c a"] | None = None,
 ) -> Float[Tensor, "b c a"]:
     """Integrate the flow from noise (tau = 0) to a chunk, every step reading the cache."""
     head = model.action_head
+    check_state(model, state)
     return head.sample(
-        state.shape[0],
-        state=state.to(head.action_out.weight.dtype),
+        cache.k.shape[1] if state is None else state.shape[0],
+        state=None if state is None else state.to(head.action_out.weight.dtype),
         generator=generator,
         noise=noise,
         network=ActionExpert(bound, cache),
@@ -133,13 +137,14 @@ def predict(
     model: "F1",
     images: Shaped[Tensor, "b v 3 H W"],
     texts: Sequence[str] | object,
-    state: Float[Tensor, "b s"],
+    state: Float[Tensor, "b s"] | None,
     history_codes: Int[Tensor, "b t N"] | None = None,
     *,
     generator: torch.Generator | None = None,
     noise: Float[Tensor, "b c a"] | None = None,
 ) -> Prediction:
     """One chunk: prefix pass, the foresight scales (G models), the action flow."""
+    check_state(model, state)
     prefix = encode_prefix(model, images, texts, history_codes)
     foresight = None
     if model.generator is None:
@@ -148,3 +153,15 @@ def predict(
         foresight, bound, cache = foresee(model, prefix, generator=generator)
     actions = act(model, bound, cache, state, generator=generator, noise=noise)
     return Prediction(actions, foresight)
+
+
+def check_state(model: "F1", state: Tensor | None) -> None:
+    """A state for models with a state token; None for those without (pi0.5's is in the text)."""
+    has_token = model.config.action.state_dim is not None
+    if has_token and state is None:
+        raise ValueError("state: this model has a state token (action.state_dim); got None")
+    if not has_token and state is not None:
+        raise ValueError(
+            "state: this model has no state token (action.state_dim: null, as pi0.5): its state "
+            "is part of the instruction text (importers.pi05_prompt); pass state=None"
+        )

@@ -64,7 +64,8 @@ def loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """One training step's loss on a `WindowedDataset` batch -> (total loss, metrics).
 
-    batch: ``images`` uint8 [b, v, 3, H, W], ``task`` (b instructions), ``state`` [b, s],
+    batch: ``images`` uint8 [b, v, 3, H, W], ``task`` (b instructions), ``state`` [b, s] (not
+    read by models without a state token, pi0.5: their ``task`` texts carry it),
     ``action`` [b, c, a] and ``action_is_pad`` [b, c] (data-normalised), and for G models
     ``history`` [b, t, v, 3, H, W] and ``foresight`` [b, v, 3, H, W] frames, or their
     precomputed ``history_codes`` [b, t, N] and ``foresight_codes`` [b, N].
@@ -73,8 +74,9 @@ def loss(
     """
     _require(batch, ("images", "task"))
     acting = objective.action > 0
+    stateful = model.config.action.state_dim is not None
     if acting:
-        _require(batch, ("state", "action", "action_is_pad"))
+        _require(batch, ("action", "action_is_pad", *(("state",) if stateful else ())))
     if model.generator is None and objective.generation > 0:
         raise ValueError("objective.generation: this No-Gen model has no Generation expert")
     k = training_scales(model, objective)
@@ -102,7 +104,7 @@ def loss(
         joint = JointPass(bound, parts, twin)
         action_loss = model.action_head.loss(
             batch["action"].to(prefix.tokens.dtype),
-            state=batch["state"].to(prefix.tokens.dtype),
+            state=batch["state"].to(prefix.tokens.dtype) if stateful else None,
             chunk_mask=~batch["action_is_pad"].bool(),
             generator=generator,
             network=joint,

@@ -15,6 +15,10 @@ slices, bound to the batch's layout and padding:
                        full mask (or a `attention.Twin` of it), keeping the G outputs for the
                        generation loss
 
+Models without a state token (``action.state_dim: null``, pi0.5) run the noisy chunk alone; an
+Action expert with adaptive norms (pi0.5) gets the head's time vector ``cond`` as its
+conditioning (``conds``), the others refuse one.
+
 Rows and RoPE positions always come from the F1 layout (`mot.step_inputs`), so a cached step
 sees exactly what the same rows of an uncached full pass see. The mask and positions the
 generator passes describe its own view (no U prefix) and are ignored: its layout is the G part of
@@ -46,13 +50,15 @@ class BoundTrunk:
         cache: KVCache | None = None,
         *,
         update_cache: bool = True,
+        conds: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """Run the layout rows ``queries`` (the concatenation of ``parts`` in expert order)."""
+        """Run the layout rows ``queries`` (the concatenation of ``parts`` in expert order);
+        ``conds``: the conditioning vectors of adaptive-norm experts (`mot.MoTStack`)."""
         device = next(iter(parts.values())).device
         mask, positions = step_inputs(self.layout, self.valid, queries=queries, device=device)
         if self.valid is None:  # shared by the batch: add the broadcast batch axis
             mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
-        return self.run_with(parts, mask, positions, cache, update_cache=update_cache)
+        return self.run_with(parts, mask, positions, cache, update_cache=update_cache, conds=conds)
 
     def run_with(
         self,
@@ -62,6 +68,7 @@ class BoundTrunk:
         cache: KVCache | None = None,
         *,
         update_cache: bool = True,
+        conds: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Run ``parts`` (concatenated in expert order) under an explicit mask and positions."""
         names = self.trunk.config.expert_names
@@ -69,7 +76,9 @@ class BoundTrunk:
         if missing:
             raise ValueError(f"parts: experts {missing} are not in the trunk {names}")
         xs = [parts.get(name) for name in names]
-        outs = self.trunk(xs, positions, mask, cache=cache, update_cache=update_cache)
+        outs = self.trunk(
+            xs, positions, mask, cache=cache, update_cache=update_cache, conds=conds or None
+        )
         return {name: out for name, out in zip(names, outs, strict=True) if name in parts}
 
     def new_cache(
@@ -126,13 +135,14 @@ class GenerationExpert:
 class ActionExpert:
     """The A slice as a `flow.VelocityNetwork` reading (never writing) a filled cache.
 
-    ``context`` from the flow head is the state token [b, 1, d_a]; the chunk follows it.
+    ``context`` from the flow head is the state token [b, 1, d_a] (None without one); the chunk
+    follows it. ``cond`` [b, d_a]: the time vector of an adaptive-norm Action expert.
     """
 
     def __init__(self, bound: BoundTrunk, cache: KVCache) -> None:
         self.bound = bound
         self.cache = cache
-        self.start = bound.layout.slice("state").start
+        self.start = bound.layout.expert_slice(ACTION).start
         if cache.length != self.start:
             raise ValueError(
                 f"cache: holds {cache.length} tokens, the action rows start at {self.start} "
@@ -145,11 +155,15 @@ class ActionExpert:
         cond: Float[Tensor, "b d"] | None,
         context: Float[Tensor, "b 1 d"] | None,
     ) -> Float[Tensor, "b c d"]:
-        x = _action_tokens(tokens, cond, context)
+        x = _action_tokens(self.bound, tokens, context)
         out = self.bound.run(
-            {ACTION: x}, slice(self.start, self.start + x.shape[1]), self.cache, update_cache=False
+            {ACTION: x},
+            slice(self.start, self.start + x.shape[1]),
+            self.cache,
+            update_cache=False,
+            conds=_conds(self.bound, cond),
         )
-        return out[ACTION][:, 1:]
+        return out[ACTION][:, x.shape[1] - tokens.shape[1] :]
 
 
 class JointPass:
@@ -180,22 +194,39 @@ class JointPass:
         cond: Float[Tensor, "b d"] | None,
         context: Float[Tensor, "b 1 d"] | None,
     ) -> Float[Tensor, "b c d"]:
-        x = _action_tokens(tokens, cond, context)
+        x = _action_tokens(self.bound, tokens, context)
         parts = {**self.parts, ACTION: x}
+        conds = _conds(self.bound, cond)
         if self.twin is None:
-            self.outputs = self.bound.run(parts, slice(0, self.bound.layout.n))
+            self.outputs = self.bound.run(parts, slice(0, self.bound.layout.n), conds=conds)
         else:
-            self.outputs = self.bound.run_with(parts, self.mask, self.positions)
-        return self.outputs[ACTION][:, 1:]
+            self.outputs = self.bound.run_with(parts, self.mask, self.positions, conds=conds)
+        return self.outputs[ACTION][:, x.shape[1] - tokens.shape[1] :]
 
 
-def _action_tokens(tokens: Tensor, cond: Tensor | None, context: Tensor | None) -> Tensor:
-    if cond is not None:
-        raise ValueError(
-            "cond: the MoT Action expert takes time through its tokens (conditioning='concat'); "
-            "adaptive-norm conditioning is not supported inside the trunk"
-        )
+def _action_tokens(bound: BoundTrunk, tokens: Tensor, context: Tensor | None) -> Tensor:
+    """[state token | chunk], or the chunk alone where the layout has no state row."""
+    if "state" not in bound.layout:
+        if context is not None:
+            raise ValueError(
+                f"context: this model has no state token (action.state_dim: null), got "
+                f"{list(context.shape)}"
+            )
+        return tokens
     if context is None or context.shape[1] != 1:
         got = None if context is None else list(context.shape)
         raise ValueError(f"context: expected the state token [b, 1, d], got {got}")
     return torch.cat([context, tokens], dim=1)
+
+
+def _conds(bound: BoundTrunk, cond: Tensor | None) -> dict[str, Tensor] | None:
+    """The Action expert's conditioning: the head's time vector, for adaptive norms only."""
+    adaptive = bound.trunk.config.expert(ACTION).norm == "adaptive"
+    if adaptive != (cond is not None):
+        raise ValueError(
+            "cond: an Action expert with adaptive norms takes the flow time as a conditioning "
+            "vector (head conditioning 'adanorm') and a plain one takes it through its tokens "
+            f"('concat'); the expert's norms are {'adaptive' if adaptive else 'plain'}, the "
+            f"head gave cond={'None' if cond is None else list(cond.shape)}"
+        )
+    return None if cond is None else {ACTION: cond}
