@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parity of f1kit's pi0 import with lerobot's own PI0 (lerobot 0.6.1, transformers 5.4-5.5).
+"""Parity of f1kit's pi0 / pi0.5 import with lerobot's PI0 / PI05 (lerobot 0.6.1, transformers 5.4).
 
 Run it with f1kit's Python (``.venv/bin/python scripts/check_pi0_parity.py``). lerobot lives in
 another environment (``--python``; by default ``/tmp/pi0venv`` or ``~/.cache/f1kit/lerobot-venv``
@@ -18,6 +18,10 @@ No-Gen F1 and compares, on the same images, token ids (one row padded), state an
 
 and again with pi0's time features (computed in float64, as lerobot and openpi do; f1kit
 computes them in float32), which isolates what that choice alone changes.
+
+``--variant pi05`` does the same for a tiny ``PI05Policy`` converted with ``--from pi05``: no
+state (token ids stand for the prompt that would carry it), the time through the adaptive norms
+of the action expert; one more counter-case there: the norms' gates forced to 1.
 
 The processes exchange safetensors and JSON files only. Exit status: 0 matched (or skipped: no
 lerobot environment, the reason printed), 1 mismatch, 2 the check could not run.
@@ -45,7 +49,7 @@ from flow import Convention
 
 HELPER = Path(__file__).with_name("pi0_parity_lerobot.py")
 CANDIDATES = (Path("/tmp/pi0venv/bin/python"), Path.home() / ".cache/f1kit/lerobot-venv/bin/python")
-PROBE = "import transformers, lerobot.policies.pi0.modeling_pi0"
+PROBE = "import transformers, lerobot.policies.pi0.modeling_pi0, lerobot.policies.pi05"
 TOLERANCE = {"actions": 1e-4, "steps": 2e-4, "velocity": 2e-4, "loss": 1e-4}
 """Max abs differences allowed with f1kit's own (float32) time features; with pi0's float64
 ones everything must agree to float32 rounding (``EXACT``)."""
@@ -107,18 +111,19 @@ def compare(model: F1, data: dict[str, torch.Tensor], action_dim: int) -> dict[s
     head = model.action_head
     images = data["in.images"].unsqueeze(1)  # one camera
     text = TokenizedText(data["in.tokens"].long(), data["in.token_mask"].bool())
-    state, noise = data["in.state"], data["in.noise"]
+    state, noise = model_state(model, data), data["in.noise"]
     actions = model.predict(images, text, state, noise=noise).actions
 
     # Each Euler step on lerobot's own trajectory and times (x_{i+1} = x_i + dt v_i, rebuilt from
     # its recorded outputs): the cached expert pass alone, free of the two solvers' time grids.
-    token = head.embed_state(state)
+    token = None if state is None else head.embed_state(state)
     net = ActionExpert(*model.start(model.encode_prefix(images, text)))
     lerobot_steps = data["out.step_outputs"]
     x, dt, steps = noise.clone(), -1.0 / lerobot_steps.shape[0], []
     for i, v in enumerate(lerobot_steps):
         t = torch.tensor(1.0 + i * dt, dtype=torch.float32).expand(x.shape[0])
-        steps.append(head.project(net(head.embed(x, t)[0], None, token)))  # pi0's own time
+        tokens, cond = head.embed(x, t)  # pi0's own time; cond: pi0.5's time vector
+        steps.append(head.project(net(tokens, cond, token)))
         x = x + dt * v
 
     prefix = model.encode_prefix(images, text)
@@ -140,13 +145,19 @@ def compare(model: F1, data: dict[str, torch.Tensor], action_dim: int) -> dict[s
     }
 
 
+def model_state(model: F1, data: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """pi0's padded state; None for pi0.5 (no state token: its prompt carries the state)."""
+    return None if model.config.action.state_dim is None else data["in.state"]
+
+
 @torch.no_grad()
 def counter_cases(model: F1, data: dict[str, torch.Tensor]) -> dict[str, float]:
     """Action differences from lerobot's under deliberate mistakes: the padded instruction tokens
-    taken as valid (lerobot masks them), and the time convention not flipped."""
+    taken as valid (lerobot masks them), the time convention not flipped, and (pi0.5) the
+    adaptive norms' gates forced to 1."""
     images = data["in.images"].unsqueeze(1)
     ids, mask = data["in.tokens"].long(), data["in.token_mask"].bool()
-    state, noise, truth = data["in.state"], data["in.noise"], data["out.sample"]
+    state, noise, truth = model_state(model, data), data["in.noise"], data["out.sample"]
     out = {}
     padded = model.predict(images, TokenizedText(ids, torch.ones_like(mask)), state, noise=noise)
     out["padding_taken_as_valid"] = float((padded.actions - truth).abs().max())
@@ -158,6 +169,17 @@ def counter_cases(model: F1, data: dict[str, torch.Tensor]) -> dict[str, float]:
     finally:
         head.config = own
     out["convention_not_flipped"] = float((unflipped.actions - truth).abs().max())
+    if model.config.adaptive_action:
+        saved = {k: v.clone() for k, v in model.state_dict().items() if ".dense." in k}
+        for key, tensor in model.state_dict().items():
+            if ".dense." in key:
+                gate = tensor[2 * tensor.shape[0] // 3 :]
+                gate.fill_(1.0 if key.endswith("bias") else 0.0)
+        try:
+            ungated = model.predict(images, TokenizedText(ids, mask), state, noise=noise)
+        finally:
+            model.load_state_dict(saved, strict=False)
+        out["gates_forced_to_one"] = float((ungated.actions - truth).abs().max())
     return out
 
 
@@ -165,23 +187,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", help="a Python with lerobot 0.6 and transformers >= 5.4")
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temp dir)")
+    parser.add_argument("--variant", choices=("pi0", "pi05"), default="pi0")
     args = parser.parse_args()
     python = find_python(args.python)
     if python is None:
         print(f"skipped: no Python with lerobot's pi0 and transformers among {list(CANDIDATES)}")
         return 0
     torch.set_num_threads(1)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="pi0-parity-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix=f"{args.variant}-parity-"))
     work.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([python, str(HELPER), "--out", str(work)], capture_output=True, text=True)
+    command = [python, str(HELPER), "--out", str(work), "--variant", args.variant]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"the lerobot side failed ({python}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return 2
     meta = json.loads((work / "lerobot.json").read_text())
     data = load_file(work / "lerobot.safetensors")
-    dst = work / "f1kit-pi0"
+    dst = work / f"f1kit-{args.variant}"
     found = convert_checkpoint(
-        "pi0",
+        args.variant,
         meta["checkpoint"],
         dst,
         text_tokenizer=tiny_tokenizer(work / "tokenizer"),
@@ -199,6 +223,7 @@ def main() -> int:
         and all(v > COUNTER for v in counter.values())
     )
     report = {
+        "variant": args.variant,
         "passed": passed,
         "actions_max_abs_diff": ours["actions"],
         "max_abs_diff": ours,

@@ -1,6 +1,7 @@
 """The lerobot side of ``check_pi0_parity.py``; runs in a Python with lerobot 0.6 and transformers.
 
-Builds a tiny random ``PI0Policy`` (lerobot has no small variant: two module attributes are
+Builds a tiny random ``PI0Policy`` (or ``PI05Policy`` with ``--variant pi05``: adaptive expert
+norms, no state argument) (lerobot has no small variant: two module attributes are
 patched before construction, the Gemma sizes and the SigLIP tower's), saves it with
 ``save_pretrained`` (config.json + model.safetensors, what users convert), and records, for fixed
 inputs and noise:
@@ -10,7 +11,7 @@ inputs and noise:
     forward          the uncached joint pass at a fixed (noise, time): v_t and the per-entry MSE
 
 Everything goes to ``<out>/lerobot.safetensors`` and ``<out>/lerobot.json``: no pickle crosses
-the process boundary. Usage: ``python pi0_parity_lerobot.py --out DIR``.
+the process boundary. Usage: ``python pi0_parity_lerobot.py --out DIR [--variant pi05]``.
 """
 
 import argparse
@@ -32,12 +33,19 @@ SIGLIP_MLP, PATCH, IMAGE, VOCAB = 64, 4, 16, 1024
 CHUNK, STATE, ACTION, TEXT, BATCH = 8, 6, 6, 8, 2
 
 
-def tiny_policy(seed: int):
-    """A random PI0Policy at the sizes above, every parameter perturbed (lerobot starts its norms
-    at zero and its biases at zero, which would hide a missing +1 or a dropped bias)."""
-    import lerobot.policies.pi0.modeling_pi0 as modeling
+def tiny_policy(seed: int, variant: str = "pi0"):
+    """A random PI0Policy (PI05Policy) at the sizes above, every parameter perturbed (lerobot
+    starts its norms, pi0.5's adaptive-norm weights and its biases at zero, which would hide a
+    missing +1, an ignored conditioning or a dropped bias)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.pi0 import PI0Config, PI0Policy
+
+    if variant == "pi05":
+        import lerobot.policies.pi05.modeling_pi05 as modeling
+        from lerobot.policies.pi05 import PI05Config as PI0Config
+        from lerobot.policies.pi05 import PI05Policy as PI0Policy
+    else:
+        import lerobot.policies.pi0.modeling_pi0 as modeling
+        from lerobot.policies.pi0 import PI0Config, PI0Policy
 
     def gemma_config(variant: str):
         return modeling.GemmaConfig(**(VLM if variant == "gemma_2b" else EXPERT))
@@ -100,14 +108,15 @@ def inputs(policy, seed: int) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def run(policy, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(policy, data: dict[str, torch.Tensor], variant: str = "pi0") -> dict[str, torch.Tensor]:
     model = policy.model
     images, masks = [data["images"]], [torch.ones(BATCH, dtype=torch.bool)]
+    state = [data["state"]] if variant == "pi0" else []  # pi0.5: the state is in the prompt
     steps: list[torch.Tensor] = []
     hook = model.action_out_proj.register_forward_hook(lambda m, i, out: steps.append(out.clone()))
     try:
         sampled = model.sample_actions(
-            images, masks, data["tokens"], data["token_mask"], data["state"], noise=data["noise"]
+            images, masks, data["tokens"], data["token_mask"], *state, noise=data["noise"]
         )
         raw_steps = torch.stack(steps)
         steps.clear()
@@ -116,7 +125,7 @@ def run(policy, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             masks,
             data["tokens"],
             data["token_mask"],
-            data["state"],
+            *state,
             data["actions"],
             data["noise"],
             data["time"],
@@ -131,13 +140,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", choices=("pi0", "pi05"), default="pi0")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    policy = tiny_policy(args.seed)
-    checkpoint = args.out / "lerobot-pi0"
+    policy = tiny_policy(args.seed, args.variant)
+    checkpoint = args.out / f"lerobot-{args.variant}"
     policy.save_pretrained(checkpoint)
     data = inputs(policy, args.seed + 1)
-    outputs = run(policy, data)
+    outputs = run(policy, data, args.variant)
     tensors = {
         **{f"in.{k}": v for k, v in data.items()},
         **{f"out.{k}": v for k, v in outputs.items()},
@@ -150,6 +160,7 @@ def main() -> None:
 
     meta = {
         "checkpoint": str(checkpoint),
+        "variant": args.variant,
         "vision_heads": SIGLIP["num_attention_heads"],
         "action_dim": ACTION,
         "steps": policy.config.num_inference_steps,

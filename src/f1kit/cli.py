@@ -206,7 +206,7 @@ def convert(
     source: Path = typer.Argument(..., help="the checkpoint: a directory or a weights file"),
     destination: Path = typer.Argument(..., help="the f1kit model directory to write"),
     kind: str = typer.Option(
-        ..., "--from", help="the source's layout: paligemma, pi0, f1-vla or var (pi0.5: not yet)"
+        ..., "--from", help="the source's layout: paligemma, pi0, pi05, f1-vla or var"
     ),
     dtype: str | None = typer.Option(
         None, help="cast floating weights, e.g. bfloat16 (default: keep the source's)"

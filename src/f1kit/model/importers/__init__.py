@@ -4,7 +4,7 @@ One module per foreign layout registers itself in `IMPORTERS`; `convert_checkpoi
 result; `init_from` starts a model from a model directory (or a saved policy).
 """
 
-from f1kit.model.importers import f1_vla, paligemma, pi0, var  # noqa: F401  (register the importers)
+from f1kit.model.importers import f1_vla, paligemma, pi0, pi05, var  # noqa: F401  (registers)
 from f1kit.model.importers.convert import convert_checkpoint
 from f1kit.model.importers.mapping import Rule, WeightImportError, check_plan
 from f1kit.model.importers.model_dir import (

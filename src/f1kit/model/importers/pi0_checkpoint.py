@@ -14,10 +14,10 @@ so head_dim = q_proj rows / 8. SigLIP's head count is in no file: 16 for So400m 
 pi0 builds), otherwise the caller's.
 
 Refused with a named error: pi0.5 (``type: pi05``, or its adaptive-norm / square ``time_mlp``
-tensors where openpi's config does not say): its action expert modulates every RMSNorm with the
-flow time (adaRMS with a gated residual), which f1kit's MoT norms do not model; time sampling
-other than ``offset = 1 - scale`` and time periods other than the head's 4e-3 .. 4 (f1kit's
-config cannot state them); any other lerobot policy type.
+tensors where openpi's config does not say), which `importers.pi05` imports (it reuses the keys,
+settings and sizes read here); time sampling other than ``offset = 1 - scale`` and time periods
+other than the head's 4e-3 .. 4 (f1kit's config cannot state them); any other lerobot policy
+type.
 """
 
 import logging
@@ -75,7 +75,7 @@ KEPT = ("input_features", "output_features", "normalization_mapping", "empty_cam
 PI05 = (
     "pi0.5 is not supported: its action expert modulates every RMSNorm with the flow time "
     "(adaptive RMSNorm: scale, shift and a residual gate from a time MLP) and has no state token; "
-    "f1kit's MoT norms are plain RMSNorms, so these weights cannot run in it"
+    "convert it with --from pi05 (importers.pi05)"
 )
 
 
