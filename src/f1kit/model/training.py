@@ -103,7 +103,7 @@ def loss(
     if acting:
         joint = JointPass(bound, parts, twin)
         action_loss = model.action_head.loss(
-            batch["action"].to(prefix.tokens.dtype),
+            batch["action"],  # the head keeps a, eps, x_tau and the target in float32
             state=batch["state"].to(prefix.tokens.dtype) if stateful else None,
             chunk_mask=~batch["action_is_pad"].bool(),
             generator=generator,

@@ -99,3 +99,22 @@ def test_one_scale_acting_pass_shares_the_sos_and_draws_like_inference():
     teacher = model(batch, objective=Objective(generation=1.0, action=0.0, scales=1))[1]
     assert metrics["loss/generation"] == pytest.approx(teacher["loss/generation"], rel=1e-6)
     assert loss.requires_grad
+
+
+def test_a_bf16_model_regresses_the_actions_unrounded() -> None:
+    """The flow head computes x_tau and the target a - eps in float32; the training pass hands it
+    the batch's float32 actions (rounding them to the weights' bf16 first would move the target
+    by up to 2^-8 of its size)."""
+    model = micro_model(generation=False).to(torch.bfloat16)
+    batch = random_batch(generation=False)
+    seen = []
+    loss = model.action_head.loss
+
+    def spy(actions, **kw):
+        seen.append(actions)
+        return loss(actions, **kw)
+
+    model.action_head.loss = spy  # type: ignore[method-assign]
+    model(batch, torch.Generator().manual_seed(0), objective=Objective(action=1.0))
+    assert seen[0].dtype == torch.float32
+    assert torch.equal(seen[0], batch["action"])
