@@ -89,13 +89,23 @@ def _data_against_model(data: DataConfig, model: F1Config) -> list[Problem]:
                     f"{len(data.cameras)} camera(s) {data.cameras}",
                 )
             )
+    if model.action.state_dim is None:
+        problems.append(
+            (
+                "model.action.state_dim",
+                "null (pi0.5's stateless action expert: the state goes into the prompt) is not "
+                "trainable from a recipe yet: nothing writes that prompt from the data; use the "
+                "converted model through F1.predict / forward with f1kit.model.importers."
+                "pi05_prompt (docs/weights.md), or give a state_dim",
+            )
+        )
     if data.source == "metaworld":
         for key, need, what in (
             ("action_dim", METAWORLD_ACTION_DIM, "action dims (delta xyz, gripper)"),
             ("state_dim", METAWORLD_STATE_DIM, "state dims (hand xyz, gripper)"),
         ):
             have = getattr(model.action, key)
-            if have < need:
+            if have is not None and have < need:
                 problems.append(
                     (
                         f"model.action.{key}",

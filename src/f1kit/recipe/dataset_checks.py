@@ -96,7 +96,7 @@ def _against_recipe(meta: DatasetMetadata, recipe: Recipe) -> list[Problem]:
             problems.append(("data.paths", f"{meta.root} has no {key!r} feature"))
             continue
         have = meta.width(key)
-        if have > width:
+        if width is not None and have > width:
             problems.append(
                 (
                     f"model.action.{field}",

@@ -135,3 +135,10 @@ def test_shapes_are_checked_before_any_work_and_a_stage_may_hold_the_run_tokeniz
     assert (
         "action_head.action_in.weight: file (64, 7) vs model (64, 4)" in found["stages.1.init_from"]
     )
+
+
+def test_a_stateless_pi05_head_is_refused_by_name_in_a_recipe() -> None:
+    data = toy(generation=False)
+    data["model"]["action"]["state_dim"] = None
+    found = problems(data)
+    assert "not trainable from a recipe yet" in found["model.action.state_dim"]
