@@ -18,7 +18,6 @@ not tie.
 """
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +48,7 @@ from f1kit.model.loading import (
     read_weights,
 )
 from f1kit.model.policy import F1Policy
+from f1kit.model.publish import publish_directory
 from f1kit.train import save_model_weights
 from flow import Normalizer
 
@@ -88,17 +88,7 @@ def save_pretrained(policy: F1Policy, directory: str | Path) -> Path:
             (POSTPROCESSOR, policy.postprocessor),
         ):
             (processor or Processor([], name)).save_pretrained(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        publish_directory(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory

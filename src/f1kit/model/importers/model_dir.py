@@ -15,7 +15,6 @@ its initialisation), so a partial import never passes for a whole one.
 """
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from f1kit.model.config import F1Config
 from f1kit.model.importers.parts import PARTS, part_of, parts_of
 from f1kit.model.importers.safetensors_stream import write_safetensors
+from f1kit.model.publish import publish_directory
 
 FORMAT = "f1kit.model/1"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -88,17 +88,7 @@ def write_model_dir(
                 shutil.copytree(path, target)
             else:
                 shutil.copy2(path, target)
-        for f in (tmp / CONFIG, tmp / WEIGHTS):
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        publish_directory(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory

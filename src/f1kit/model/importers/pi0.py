@@ -96,22 +96,28 @@ def f1_config(
     generation_width: int,
     generation_mlp_width: int,
     vision_heads: int | None,
+    pi05: bool = False,
 ) -> tuple[F1Config, list[str]]:
-    """The F1 (No-Gen unless ``generation``) these pi0 weights fit, and notes for the record."""
+    """The F1 (No-Gen unless ``generation``) these pi0 weights fit, and notes for the record.
+    ``pi05``: pi0.5's action expert (adaptive norms, no state token: its state is in the
+    prompt)."""
+    name = "pi05" if pi05 else NAME
     trunk, notes = trunk_geometry(source, keys, settings)
     action_dim = shape_of(source, keys.head("action_in_proj.weight"), "the action dim")[1]
-    state_key = keys.head("state_proj.weight")
-    state_dim = shape_of(source, state_key, "the state dim")[1]
+    dims = [("max_action_dim", settings.max_action_dim, "action_in_proj", action_dim)]
+    state_dim = None
+    if pi05:
+        trunk["action"]["norm"] = "adaptive"
+    else:
+        state_dim = shape_of(source, keys.head("state_proj.weight"), "the state dim")[1]
+        dims.append(("max_state_dim", settings.max_state_dim, "state_proj", state_dim))
     problems = [
         f"config.json {field} {stated}, but {tensor} takes {found}"
-        for field, stated, tensor, found in (
-            ("max_action_dim", settings.max_action_dim, "action_in_proj", action_dim),
-            ("max_state_dim", settings.max_state_dim, "state_proj", state_dim),
-        )
+        for field, stated, tensor, found in dims
         if stated is not None and int(stated) != found
     ]
     if problems:
-        raise WeightImportError(f"{NAME}: {source.path}:\n  " + "\n  ".join(problems))
+        raise WeightImportError(f"{name}: {source.path}:\n  " + "\n  ".join(problems))
     small = {"width": generation_width, "mlp_width": generation_mlp_width, "mlp": "geglu"}
     vision = siglip_args(source, keys.paligemma.vision, vision_heads, settings.image_resolution)
     text_args = {"path": "tokenizer", "max_length": settings.text_length, "append_eos": False}
@@ -137,8 +143,34 @@ def f1_config(
     try:
         return F1Config.model_validate(data), notes
     except ValueError as err:
-        message = f"{NAME}: {source.path}: no F1 fits this checkpoint:\n{err}"
+        message = f"{name}: {source.path}: no F1 fits this checkpoint:\n{err}"
         raise WeightImportError(message) from err
+
+
+def paligemma_part(
+    config: F1Config, keys: Pi0Keys, expert_head_reason: str
+) -> tuple[list[Rule], dict[str, str]]:
+    """The rules of a pi0-family checkpoint's PaliGemma (the Understanding part, its embedding
+    from ``keys.embed``) and the tensors dropped on purpose: both LM heads, a pooling head."""
+    backbone = [
+        k
+        for k in expected_shapes(config, (UNDERSTANDING,))
+        if k.startswith("understanding.vision.backbone.")
+    ]
+    embed_target = "understanding.text_embedding.embed.weight"
+    rules = [
+        r
+        for r in understanding_rules(keys.paligemma, config.trunk.depth, backbone)
+        if r.target != embed_target
+    ]
+    rules.append(Rule.rename(embed_target, keys.embed))
+    vlm_head, expert_head = keys.lm_heads
+    dropped = {
+        vlm_head: DROPPED_VLM_HEAD,
+        expert_head: expert_head_reason,
+        re.escape(keys.paligemma.vision) + r"head\..+": DROPPED_POOLING,
+    }
+    return rules, dropped
 
 
 def text_files(source: SourceTensors, text_tokenizer: str | Path | None) -> dict[str, Path]:
@@ -195,24 +227,9 @@ def import_pi0(
         vision_heads=vision_heads,
     )
     parts = (UNDERSTANDING, ACTION)
-    backbone = [
-        k for k in expected_shapes(config, parts) if k.startswith("understanding.vision.backbone.")
-    ]
-    embed_target = "understanding.text_embedding.embed.weight"
-    rules = [
-        r
-        for r in understanding_rules(keys.paligemma, config.trunk.depth, backbone)
-        if r.target != embed_target
-    ]
-    rules.append(Rule.rename(embed_target, keys.embed))
+    rules, dropped = paligemma_part(config, keys, DROPPED_EXPERT_HEAD)
     rules += gemma_decoder_rules(keys.expert, config.trunk.depth, ACTION)
     rules += action_head_rules(source, keys)
-    vlm_head, expert_head = keys.lm_heads
-    dropped = {
-        vlm_head: DROPPED_VLM_HEAD,
-        expert_head: DROPPED_EXPERT_HEAD,
-        re.escape(keys.paligemma.vision) + r"head\..+": DROPPED_POOLING,
-    }
     info = {
         "layout": keys.layout,
         "config": settings.origin,

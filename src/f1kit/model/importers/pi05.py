@@ -35,23 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from attention import ACTION, UNDERSTANDING
-from f1kit.model.config import F1Config
 from f1kit.model.importers.mapping import Rule, WeightImportError
 from f1kit.model.importers.paligemma import (
-    DROPPED_POOLING,
     GEMMA_LAYER,
-    understanding_rules,
 )
-from f1kit.model.importers.pi0 import DROPPED_EXPERT_HEAD, DROPPED_VLM_HEAD, text_files
+from f1kit.model.importers.pi0 import DROPPED_EXPERT_HEAD, f1_config, paligemma_part, text_files
 from f1kit.model.importers.pi0_checkpoint import (
     Pi0Keys,
-    Settings,
     read_settings,
-    shape_of,
-    siglip_args,
-    trunk_geometry,
 )
-from f1kit.model.importers.registry import Imported, expected_shapes, imported_from_plan, importer
+from f1kit.model.importers.registry import Imported, imported_from_plan, importer
 from f1kit.model.importers.source import SourceTensors
 
 NAME = "pi05"
@@ -134,54 +127,6 @@ def head_rules(source: SourceTensors, keys: Pi0Keys) -> list[Rule]:
     return rules
 
 
-def f1_config(
-    source: SourceTensors,
-    keys: Pi0Keys,
-    settings: Settings,
-    *,
-    generation: bool,
-    generation_width: int,
-    generation_mlp_width: int,
-    vision_heads: int | None,
-) -> tuple[F1Config, list[str]]:
-    """The F1 (No-Gen unless ``generation``) these pi0.5 weights fit, and notes for the record."""
-    trunk, notes = trunk_geometry(source, keys, settings)
-    trunk["action"]["norm"] = "adaptive"
-    action_dim = shape_of(source, keys.head("action_in_proj.weight"), "the action dim")[1]
-    if settings.max_action_dim is not None and int(settings.max_action_dim) != action_dim:
-        raise WeightImportError(
-            f"{NAME}: {source.path}: config.json max_action_dim {settings.max_action_dim}, but "
-            f"action_in_proj takes {action_dim}"
-        )
-    small = {"width": generation_width, "mlp_width": generation_mlp_width, "mlp": "geglu"}
-    vision = siglip_args(source, keys.paligemma.vision, vision_heads, settings.image_resolution)
-    text_args = {"path": "tokenizer", "max_length": settings.text_length, "append_eos": False}
-    data = {
-        "vision": {"name": "siglip", "args": vision},
-        "text": {"name": "hf", "args": text_args},
-        "text_vocab": source.shape(keys.embed)[0],
-        "trunk": {**trunk, "generation": small if generation else None},
-        "generation": {"tokenizer": {"preset": "var_256"}} if generation else None,
-        "action": {
-            "action_dim": action_dim,
-            "state_dim": None,
-            "chunk": settings.chunk,
-            "execute": settings.execute,
-            "solver": {"name": "euler", "args": {"steps": settings.steps}},
-            "time_sampler": {
-                "name": "beta",
-                "args": {"alpha": settings.alpha, "beta": settings.beta, "scale": settings.scale},
-            },
-            "weights_convention": "pi0",
-        },
-    }
-    try:
-        return F1Config.model_validate(data), notes
-    except ValueError as err:
-        message = f"{NAME}: {source.path}: no F1 fits this checkpoint:\n{err}"
-        raise WeightImportError(message) from err
-
-
 @importer(NAME)
 def import_pi05(
     source: SourceTensors,
@@ -220,26 +165,13 @@ def import_pi05(
         generation_width=generation_width,
         generation_mlp_width=generation_mlp_width,
         vision_heads=vision_heads,
+        pi05=True,
     )
     parts = (UNDERSTANDING, ACTION)
-    backbone = [
-        k for k in expected_shapes(config, parts) if k.startswith("understanding.vision.backbone.")
-    ]
-    embed_target = "understanding.text_embedding.embed.weight"
-    rules = [
-        r
-        for r in understanding_rules(keys.paligemma, config.trunk.depth, backbone)
-        if r.target != embed_target
-    ]
-    rules.append(Rule.rename(embed_target, keys.embed))
+    reason = DROPPED_EXPERT_HEAD.replace("pi0 never", "pi0.5 never")
+    rules, dropped = paligemma_part(config, keys, reason)
     rules += expert_rules(keys.expert, config.trunk.depth)
     rules += head_rules(source, keys)
-    vlm_head, expert_head = keys.lm_heads
-    dropped = {
-        vlm_head: DROPPED_VLM_HEAD,
-        expert_head: DROPPED_EXPERT_HEAD.replace("pi0 never", "pi0.5 never"),
-        re.escape(keys.paligemma.vision) + r"head\..+": DROPPED_POOLING,
-    }
     info = {
         "layout": keys.layout,
         "config": settings.origin,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from f1kit.model.config import F1Config
-from f1kit.model.importers.mapping import Plan, Rule, check_plan, convert
+from f1kit.model.importers.mapping import Rule, check_plan, convert
 from f1kit.model.importers.parts import keys_of
 from f1kit.model.importers.source import SourceTensors
 
@@ -64,18 +64,6 @@ def expected_shapes(config: F1Config, parts: tuple[str, ...]) -> dict[str, tuple
     return {key: tuple(state[key].shape) for key in keys_of(state, parts)}
 
 
-def plan_for(
-    source: SourceTensors,
-    config: F1Config,
-    parts: tuple[str, ...],
-    rules: list[Rule],
-    dropped: dict[str, str],
-    name: str,
-) -> Plan:
-    """`check_plan` of ``rules`` against the f1kit shapes of ``parts`` of ``config``."""
-    return check_plan(source, rules, dropped, expected_shapes(config, parts), name)
-
-
 def imported_from_plan(
     source: SourceTensors,
     config: F1Config,
@@ -86,7 +74,7 @@ def imported_from_plan(
     **extra: Any,
 ) -> Imported:
     """The `Imported` of a rule-based importer: the plan checked now, tensors read on demand."""
-    plan = plan_for(source, config, parts, rules, dropped, name)
+    plan = check_plan(source, rules, dropped, expected_shapes(config, parts), name)
     return Imported(
         config, parts, lambda dtype: convert(source, plan, dtype), plan.dropped, **extra
     )
