@@ -248,7 +248,7 @@ def convert(
         options[key] = yaml.safe_load(value)
     try:
         found = convert_checkpoint(
-            kind, source, destination, dtype=cast, overwrite=overwrite, **options
+            kind, source, destination, dtype=cast, overwrite=overwrite, progress=True, **options
         )
     except (SourceError, WeightImportError, ModelDirError, TypeError, ValueError) as err:
         typer.echo(str(err), err=True)

@@ -1,10 +1,12 @@
 """``f1kit convert``: a foreign checkpoint -> an f1kit model directory (`model_dir`)."""
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.progress import Progress
 
 from f1kit.model.importers.model_dir import ModelDir, ModelDirError, read_model_dir, write_model_dir
 from f1kit.model.importers.registry import IMPORTERS
@@ -20,11 +22,14 @@ def convert_checkpoint(
     *,
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
+    progress: bool = False,
     **options: Any,
 ) -> ModelDir:
     """Import ``source`` with the importer ``kind`` and write the model directory
-    ``destination`` (replaced if it exists). dtype: cast floating weights (None: keep the
-    source's). options: the importer's own (e.g. ``generation=False`` for a No-Gen target).
+    ``destination`` (an existing model directory is replaced only with ``overwrite``; anything
+    else there is never touched: `check_destination`). dtype: cast floating weights (None: keep
+    the source's; the tokenizer and Gemma gains stay float32). progress: a bar over the
+    tensors. options: the importer's own (e.g. ``generation=False`` for a No-Gen target).
 
     Example:
         >>> convert_checkpoint("pi0", "/models/pi0_base", "weights/pi0-f1kit")
@@ -37,14 +42,22 @@ def convert_checkpoint(
     info = {"kind": kind, "path": str(src), **imported.info}
     if imported.dropped:
         log.info("%s: %d source tensors dropped on purpose", src, len(imported.dropped))
-    write_model_dir(
-        destination,
-        imported.config,
-        imported.tensors(dtype),
-        source=info,
-        dropped=imported.dropped,
-        files=imported.files,
-    )
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"converting {kind}", total=imported.count)
+
+        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            for item in imported.tensors(dtype):
+                yield item
+                bar.advance(task)
+
+        write_model_dir(
+            destination,
+            imported.config,
+            tensors(),
+            source=info,
+            dropped=imported.dropped,
+            files=imported.files,
+        )
     return read_model_dir(destination)
 
 

@@ -331,7 +331,13 @@ def import_f1_vla(
     plan = check_plan(source, rules, dropped, f1kit_shapes(config), "f1-vla")
     info = {"weights_convention": "pi0", "folded": list(FOLDED)}
     return Imported(
-        config, PARTS, lambda dtype: convert(source, plan, dtype), plan.dropped, files, info
+        config,
+        PARTS,
+        lambda dtype: convert(source, plan, dtype),
+        plan.dropped,
+        files,
+        info,
+        count=len(plan.rules),
     )
 
 

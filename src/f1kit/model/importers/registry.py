@@ -36,6 +36,7 @@ class Imported:
     dropped: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    count: int | None = None  # how many tensors ``tensors`` yields (a progress bar's total)
 
 
 Importer = Callable[..., Imported]  # (source: SourceTensors, **options) -> Imported
@@ -76,5 +77,10 @@ def imported_from_plan(
     """The `Imported` of a rule-based importer: the plan checked now, tensors read on demand."""
     plan = check_plan(source, rules, dropped, expected_shapes(config, parts), name)
     return Imported(
-        config, parts, lambda dtype: convert(source, plan, dtype), plan.dropped, **extra
+        config,
+        parts,
+        lambda dtype: convert(source, plan, dtype),
+        plan.dropped,
+        count=len(plan.rules),
+        **extra,
     )

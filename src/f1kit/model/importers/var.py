@@ -41,4 +41,5 @@ def import_var(
         del dtype
         return iter(state.items())
 
-    return Imported(config, ("tokenizer",), tensors, info={"scales": list(vae.config.scales)})
+    info = {"scales": list(vae.config.scales)}
+    return Imported(config, ("tokenizer",), tensors, info=info, count=len(state))

@@ -59,6 +59,7 @@ def test_the_cli_converts_and_names_bad_sources(
     )
     assert result.exit_code == 0, result.output
     assert "parts ['tokenizer']" in result.output
+    assert "converting var" in result.output  # the progress bar over the tensors
     assert read_model_dir(dst).parts == ("tokenizer",)
     result = runner.invoke(app, ["convert", "--from", "nope", str(path), str(dst)])
     assert result.exit_code == 2 and "unknown source 'nope'" in result.output
