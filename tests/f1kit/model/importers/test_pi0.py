@@ -289,12 +289,13 @@ def f1kit_name(key: str) -> tuple[str, bool] | None:
     return None
 
 
-def test_every_tensor_lands_where_pi0_uses_it(state, converted: Path) -> None:
-    model = f1_from(converted)
+def assert_every_tensor_lands(state, model, name_of) -> None:
+    """Each source tensor is in ``model`` under ``name_of(key)`` (Gemma norms + 1), only the LM
+    heads are left out, and nothing in the model comes from elsewhere."""
     ours = model.state_dict()
     checked = set()
     for key, tensor in state.items():
-        named = f1kit_name(key)
+        named = name_of(key)
         if named is None:
             assert "lm_head" in key
             continue
@@ -303,6 +304,12 @@ def test_every_tensor_lands_where_pi0_uses_it(state, converted: Path) -> None:
         assert torch.equal(ours[name], expected), name
         checked.add(name)
     assert checked == set(ours)  # nothing in the model was left out
+
+
+def test_every_tensor_lands_where_pi0_uses_it(state, converted: Path) -> None:
+    model = f1_from(converted)
+    assert_every_tensor_lands(state, model, f1kit_name)
+    ours = model.state_dict()
     # the counter-case: a Gemma norm taken as stored would not match
     norm = "trunk.layers.1.experts.action.mlp_norm.weight"
     assert not torch.equal(ours[norm], state[f"{EX}model.layers.1.post_attention_layernorm.weight"])

@@ -45,6 +45,7 @@ from tests.f1kit.model.importers.test_pi0 import (
     TINY,
     WEIGHTS,
     Sizes,
+    assert_every_tensor_lands,
     f1kit_name,
     gemma_layer,
     inputs,
@@ -141,18 +142,7 @@ def pi05_name(key: str) -> tuple[str, bool] | None:
 
 def test_every_tensor_lands_where_pi05_uses_it(state, converted: Path) -> None:
     model = f1_from(converted)
-    ours = model.state_dict()
-    checked = set()
-    for key, tensor in state.items():
-        named = pi05_name(key)
-        if named is None:
-            assert "lm_head" in key
-            continue
-        name, gemma_norm = named
-        expected = tensor + 1 if gemma_norm else tensor
-        assert torch.equal(ours[name], expected), name
-        checked.add(name)
-    assert checked == set(ours)  # nothing in the model was left out
+    assert_every_tensor_lands(state, model, pi05_name)
     assert isinstance(model.trunk.final_norms[ACTION], AdaptiveRMSNorm)
 
 
