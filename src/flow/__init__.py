@@ -1,10 +1,12 @@
-"""Flow matching for action chunks: conventions, time samplers, solvers, head, normalisation."""
+"""Flow matching for action chunks: conventions, time samplers, solvers, head, normalisation,
+real-time chunking."""
 
 from flow.convention import Convention, adapt_velocity, convert_time, convert_velocity
 from flow.head import FlowHeadConfig, FlowMatchingHead, VelocityNetwork
 from flow.networks import AdaptiveLayerNorm, MLPVelocityNet, TransformerVelocityNet
 from flow.normalize import NORM_MODES, Normalizer, NormMode
 from flow.padding import pad_to_dim, unpad
+from flow.rtc import SCHEDULES, RTCConfig, RTCGuide, guidance_weight, guided_velocity
 from flow.solvers import (
     ADAPTIVE_METHODS,
     NATIVE_METHODS,
@@ -27,6 +29,7 @@ __all__ = [
     "ADAPTIVE_METHODS",
     "NATIVE_METHODS",
     "NORM_MODES",
+    "SCHEDULES",
     "TIME_SAMPLERS",
     "TORCHDIFFEQ_METHODS",
     "AdaptiveLayerNorm",
@@ -40,6 +43,8 @@ __all__ = [
     "Normalizer",
     "ODESolution",
     "ODESolver",
+    "RTCConfig",
+    "RTCGuide",
     "TimeSampler",
     "TransformerVelocityNet",
     "UniformTime",
@@ -47,6 +52,8 @@ __all__ = [
     "adapt_velocity",
     "convert_time",
     "convert_velocity",
+    "guidance_weight",
+    "guided_velocity",
     "make_time_sampler",
     "pad_to_dim",
     "sinusoidal_time_features",

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from flow.convention import Convention, convert_time, convert_velocity
 from flow.normalize import Normalizer
 from flow.padding import pad_to_dim, unpad
+from flow.rtc import RTCGuide, guided_velocity
 from flow.solvers import ODESolution, ODESolver
 from flow.time_embedding import sinusoidal_time_features
 from flow.time_sampling import BetaTime, TimeSampler
@@ -240,12 +241,16 @@ class FlowMatchingHead(nn.Module):
         noise: Float[Tensor, "b c a"] | None = None,
         solver: ODESolver | None = None,
         network: VelocityNetwork | None = None,
+        guide: RTCGuide | None = None,
     ) -> ODESolution:
         """Integrate from noise (tau = 0) to a chunk (tau = 1) with ``solver`` (config default).
 
         The sample is [b c a] in raw units: cut to the normalizer's dim and un-normalised when
         the head has one, else the full padded action_dim. The noise and the integrated state are
         float32 (or wider) even for bf16 weights; the network sees them in its own dtype.
+        guide: real-time chunking (``flow.rtc``): the previous chunk's remaining raw actions,
+        normalised and padded here, softly inpainted into the new chunk's first steps (padded
+        action dims left free); each velocity evaluation then adds one backward pass.
         """
         param = self.action_out.weight
         if noise is None:
@@ -270,6 +275,8 @@ class FlowMatchingHead(nn.Module):
             v = self.velocity(x, tau.expand(x.shape[0]), context=context, network=net)
             return v.to(x.dtype)
 
+        if guide is not None:
+            velocity_field = self._guided(velocity_field, guide, batch, noise)
         solution = (solver or self.config.solver)(velocity_field, noise)
         out = solution.sample
         if self.normalizer is not None:
@@ -277,6 +284,24 @@ class FlowMatchingHead(nn.Module):
         return ODESolution(sample=out, nfe=solution.nfe)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _guided(self, velocity: Callable, guide: RTCGuide, batch: int, x0: Tensor) -> Callable:
+        """The RTC-guided field, with the guide's prefix moved into the solver's units."""
+        c = self.config.chunk
+        prefix = guide.prefix
+        if prefix.shape[0] != batch or prefix.shape[1] > c:
+            raise ValueError(
+                f"guide.prefix: expected [{batch}, <= {c}, a], got {list(prefix.shape)}"
+            )
+        prefix = prefix.to(device=x0.device, dtype=x0.dtype)
+        if self.normalizer is not None:
+            prefix = self.normalizer(prefix)
+        prefix, real = pad_to_dim(prefix, self.config.action_dim)
+        p = prefix.shape[1]
+        prefix = F.pad(prefix, (0, 0, 0, c - p))
+        w = guide.config.weights(c, prefix=p, device=x0.device, dtype=x0.dtype)
+        weights = rearrange(w, "c -> c 1") * real.to(x0.dtype)  # padded dims: free
+        return guided_velocity(velocity, prefix, weights, guide.config.max_guidance)
 
     def _network(self, network: VelocityNetwork | None) -> VelocityNetwork:
         net = network if network is not None else self.network
