@@ -282,10 +282,10 @@ def _is_param(model: nn.Module, name: str) -> bool:
 
 
 def _init_buffers(model: nn.Module, device: torch.device) -> None:
-    """Call ``init_buffers(device)`` of every module with a buffer left on the meta device
-    (non-persistent buffers are not in the state dict, so ``assign`` never reached them)."""
+    """Call ``init_buffers(device)`` of every module holding (itself or in a submodule, e.g. a
+    wrapped transformers model) a buffer left on the meta device: non-persistent buffers are not
+    in the state dict, so ``assign`` never reached them."""
     for module in model.modules():
-        if any(b.is_meta for b in module.buffers(recurse=False)):
-            init = getattr(module, "init_buffers", None)
-            if callable(init):
-                init(device)
+        init = getattr(module, "init_buffers", None)
+        if callable(init) and any(b.is_meta for b in module.buffers()):
+            init(device)

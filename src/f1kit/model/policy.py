@@ -67,6 +67,12 @@ class F1Policy:
         uses (None: the processor's only one; with several, each observation must say)."""
         if not cameras:
             raise ValueError("cameras: expected at least one camera name")
+        if model.config.action.state_dim is None:
+            raise ValueError(
+                "model: no state token (pi0.5: the state goes into the prompt), and F1Policy does "
+                "not write that prompt yet; call model.predict with texts from "
+                "f1kit.model.importers.pi05_prompt.pi05_prompts (docs/weights.md)"
+            )
         gen = model.config.generation
         if gen is not None and len(history_offsets) != gen.history:
             raise ValueError(

@@ -278,6 +278,15 @@ class SiglipEncoder(CameraEncoder):
             log.info("%s: no %s, projection to %d starts random", path, PROJECTION_FILE, out_width)
         return encoder.to(backbone.dtype)
 
+    def init_buffers(self, device: torch.device | str) -> None:
+        """Rebuild the backbone's non-persistent buffers after a meta-device build (SigLIP's
+        ``position_ids``: 0..num_positions-1; `f1kit.model.loading`)."""
+        for module in self.backbone.modules():
+            ids = module._buffers.get("position_ids")
+            if ids is not None and ids.is_meta:
+                positions = torch.arange(module.num_positions, device=device)
+                module.position_ids = positions.expand(1, -1)
+
     def save_pretrained(self, path: str | Path) -> None:
         """The backbone in transformers' layout plus the projection, loadable by from_pretrained."""
         path = Path(path)

@@ -265,3 +265,34 @@ def test_load_pretrained_casts_to_the_dtype_asked(tmp_path):
     save_file({k: v.bfloat16() for k, v in load_file(str(path)).items()}, str(path))
     with pytest.raises(LoadingError, match="dtype mismatch"):
         load_pretrained(out)
+
+
+def test_a_siglip_policy_loads_and_acts_like_the_saved_one(tmp_path):
+    """transformers' SigLIP keeps a non-persistent ``position_ids`` buffer: a meta build must
+    rebuild it (every pi0 / PaliGemma / F1-VLA import uses this encoder)."""
+    siglip = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "patch_size": 16, "image_size": 64}  # fmt: skip
+    data = F1Config.tiny(generation=False).model_dump()
+    data["vision"] = {"name": "siglip", "args": siglip}
+    config = F1Config.model_validate(data)
+    torch.manual_seed(0)
+    policy = F1Policy(F1(config), seed=1)
+    out = policy.save_pretrained(tmp_path / "p")
+    loaded = load_pretrained(out, seed=1)
+    images = torch.randint(0, 256, (1, 1, 3, 64, 64), dtype=torch.uint8)
+    state = torch.randn(1, 4)
+    want = policy.model.predict(
+        images, ["open"], state, None, generator=torch.Generator().manual_seed(0)
+    )
+    got = loaded.model.predict(
+        images, ["open"], state, None, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(want.actions, got.actions)
+
+
+def test_a_stateless_model_is_refused_by_the_policy_by_name():
+    data = F1Config.tiny(generation=False).model_dump()
+    data["action"]["state_dim"] = None
+    data["trunk"]["action"]["norm"] = "adaptive"
+    with pytest.raises(ValueError, match="no state token"):
+        F1Policy(F1(F1Config.model_validate(data)))

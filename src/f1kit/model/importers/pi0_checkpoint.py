@@ -219,6 +219,11 @@ def read_settings(
         cfg["tokenizer_max_length"],
     )  # fmt: skip
     problems = []
+    if cfg.get("use_relative_actions"):
+        problems.append(
+            "use_relative_actions true: the weights predict actions relative to the state, "
+            "which f1kit's processors do not add back (they would be executed as absolute)"
+        )
     scale, offset = float(cfg["time_sampling_scale"]), float(cfg["time_sampling_offset"])
     if not math.isclose(scale + offset, 1.0, abs_tol=1e-9):
         problems.append(

@@ -473,6 +473,7 @@ def test_pi05_is_refused_by_config_and_by_its_tensors(
         ({"image_resolution": [16, 16]}, r"image_resolution \[16, 16\], but the position"),
         ({"time_sampling_offset": 0.0}, "time_sampling_offset 0.0 \\+ time_sampling_scale"),
         ({"max_period": 10.0}, "max_period 10.0"),
+        ({"use_relative_actions": True}, "use_relative_actions true"),
         ({"type": "smolvla"}, "type 'smolvla', expected 'pi0'"),
         ({"vision_heads": None}, "pass vision_heads="),
         ({"chunk": 9}, "chunk=9, but .* says chunk_size: 4"),
