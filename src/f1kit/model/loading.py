@@ -128,6 +128,10 @@ def load_into_empty(
     always must). device: where the weights go. source: names the weights in every error.
     Returns ``model``, nothing left on the meta device.
     """
+    if dtype is not None and not (dtype.is_floating_point and torch.finfo(dtype).bits >= 16):
+        raise LoadingError(
+            f"{source}: dtype: expected a float type of 16 bits or more, got {dtype}"
+        )
     upgrade = getattr(model, "upgrade_state_dict", None)
     state = dict(tensors if upgrade is None else upgrade(dict(tensors)))
     expected = model.state_dict()
@@ -145,6 +149,17 @@ def load_into_empty(
     ties = _tie_groups(model)
     device = torch.device(device)
     assigned = {k: t.to(device=device, dtype=wanted[k]) for k, t in state.items()}
+    if dtype is not None and torch.finfo(dtype).max < 1e38:
+        # float16's range (65504): values beyond it became inf in the cast (bfloat16 keeps
+        # float32's range, so a bf16 load needs no second scan)
+        overflow = [k for k, t in assigned.items() if _non_finite(t)]
+        if overflow:
+            raise LoadingError(
+                f"{source}: casting to {dtype} overflows {len(overflow)} tensors: "
+                + ", ".join(overflow[:8])
+                + (" ..." if len(overflow) > 8 else "")
+                + "; load in bfloat16 or float32"
+            )
     model.load_state_dict(assigned, strict=True, assign=True)
     _retie(model, ties)
     _init_buffers(model, device)
@@ -236,6 +251,8 @@ def _non_finite(t: Tensor) -> bool:
     that took 36 s of a paper-size load) and it allocates nothing per element."""
     if not t.is_floating_point() or t.numel() == 0:
         return False
+    if torch.finfo(t.dtype).bits < 16:  # float8: no aminmax kernel; these files are small
+        t = t.float()
     low, high = torch.aminmax(t.reshape(-1))
     return not bool(torch.isfinite(low) & torch.isfinite(high))
 

@@ -296,3 +296,16 @@ def test_a_stateless_model_is_refused_by_the_policy_by_name():
     data["trunk"]["action"]["norm"] = "adaptive"
     with pytest.raises(ValueError, match="no state token"):
         F1Policy(F1(F1Config.model_validate(data)))
+
+
+def test_casts_that_lose_values_or_are_not_floats_are_refused(tmp_path):
+    torch.manual_seed(0)
+    model = F1(F1Config.tiny(generation=False))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["action_head.action_out.bias"][0] = 1e6  # beyond float16's 65504
+    config = model.config
+    with pytest.raises(LoadingError, match=r"overflows 1 tensors: action_head\.action_out\.bias"):
+        load_into_empty(build_empty(config), state, dtype=torch.float16, device="cpu", source="x")
+    load_into_empty(build_empty(config), state, dtype=torch.bfloat16, device="cpu", source="x")
+    with pytest.raises(LoadingError, match="16 bits or more"):
+        load_into_empty(build_empty(config), state, dtype=torch.int64, device="cpu", source="x")
