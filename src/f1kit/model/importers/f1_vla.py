@@ -160,7 +160,7 @@ def official_names(config: F1Config) -> dict[str, tuple[str, str]]:
     tok = var_names(config.generation.tokenizer.vqvae_config())
     layer = {ours: (theirs, norm) for ours, theirs, norm in GEMMA_LAYER}
     out: dict[str, tuple[str, str]] = {}
-    for key in f1kit_shapes(config):
+    for key in expected_shapes(config, PARTS):
         trunk = re.fullmatch(r"trunk\.layers\.(\d+)\.experts\.(\w+)\.(.+)", key)
         final = re.fullmatch(r"trunk\.final_norms\.(\w+)\.weight", key)
         if trunk:
@@ -272,17 +272,6 @@ def var_names(vq: VQVAEConfig) -> dict[str, str]:
     return dict(zip(vae.state_dict(), ours_to_var(vae), strict=True))
 
 
-def f1kit_shapes(config: F1Config) -> dict[str, tuple[int, ...]]:
-    """The state-dict shapes of the whole F1 ``config`` describes (cached: a meta build costs
-    about a second)."""
-    return _shapes(config.model_dump_json())
-
-
-@functools.lru_cache(maxsize=4)
-def _shapes(config: str) -> dict[str, tuple[int, ...]]:
-    return expected_shapes(F1Config.model_validate_json(config), PARTS)
-
-
 def check_levels(source: SourceTensors, keys: list[str], scales: tuple[int, ...]) -> None:
     """``lvl_1L`` must be every token's scale index (f1kit derives it from the scales)."""
     levels = torch.repeat_interleave(
@@ -326,9 +315,9 @@ def import_f1_vla(
         del reasons[EMBED_STORED]
     dropped = {re.escape(k): why for name, why in reasons.items() for k in groups.get(name, [])}
     files = tokenizer_files(Path(text_tokenizer) if text_tokenizer is not None else source.root)
-    # imported_from_plan's steps, with the cached meta build of the model (f1kit_shapes)
+    # imported_from_plan's steps, keeping the plan for the exporter's checks
     rules = import_rules(config, groups)
-    plan = check_plan(source, rules, dropped, f1kit_shapes(config), "f1-vla")
+    plan = check_plan(source, rules, dropped, expected_shapes(config, PARTS), "f1-vla")
     info = {"weights_convention": "pi0", "folded": list(FOLDED)}
     return Imported(
         config,
@@ -359,7 +348,7 @@ def export_f1_vla(
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     names = official_names(config)
-    expected = f1kit_shapes(config)
+    expected = expected_shapes(config, PARTS)
     problems = []
     if config.vision.name != "siglip" or "path" in config.vision.args:
         problems.append("vision: the official model holds a SigLIP given by its fields")

@@ -112,14 +112,11 @@ def read_model_dir(directory: str | Path) -> ModelDir:
         raise ModelDirError(f"{path}: not valid JSON ({err})") from err
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt in POLICY_FORMATS:
+        from f1kit.model.importers.registry import expected_shapes
         from f1kit.model.pretrained import read_config  # a policy: all parts of its model
 
         _, config, _ = read_config(directory)
-        with torch.device("meta"):
-            from f1kit.model.f1 import F1
-
-            keys = F1(config).state_dict().keys()
-        parts = tuple(sorted(parts_of(keys), key=PARTS.index))
+        parts = tuple(sorted(parts_of(expected_shapes(config, PARTS)), key=PARTS.index))
         return ModelDir(directory, config, parts, {"kind": "f1kit-policy"}, {})
     if fmt != FORMAT:
         raise ModelDirError(f"{path}: format {fmt!r}, expected {FORMAT!r} or a policy's")

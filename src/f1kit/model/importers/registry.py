@@ -6,7 +6,8 @@ checked `Plan` (every f1kit tensor of those parts produced, every source tensor 
 for a stated reason). `f1kit.model.importers.convert` writes it as an f1kit model directory.
 """
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,20 @@ def importer(name: str) -> Callable[[Importer], Importer]:
     return register
 
 
-def expected_shapes(config: F1Config, parts: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+def expected_shapes(config: F1Config, parts: Iterable[str]) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes of ``parts`` of the model ``config`` describes (built on the meta
-    device: no memory, no random init, even at paper size)."""
-    from f1kit.model.f1 import F1  # the model imports nothing from here; keep it that way
+    device: no memory, no random init, even at paper size; cached per config, since a build
+    costs about a second and one import or recipe check asks several times)."""
+    shapes = _all_shapes(config.model_dump_json())
+    return {key: shapes[key] for key in keys_of(shapes, parts)}
 
-    with torch.device("meta"):
-        state = F1(config).state_dict()
-    return {key: tuple(state[key].shape) for key in keys_of(state, parts)}
+
+@functools.lru_cache(maxsize=4)
+def _all_shapes(config: str) -> dict[str, tuple[int, ...]]:
+    from f1kit.model.loading import build_empty  # the model imports nothing from here
+
+    state = build_empty(F1Config.model_validate_json(config)).state_dict()
+    return {key: tuple(t.shape) for key, t in state.items()}
 
 
 def imported_from_plan(

@@ -15,6 +15,9 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from f1kit.model.importers.safetensors_stream import DTYPES
+
+NAMED_DTYPES = {name: dtype for dtype, name in DTYPES.items()}  # safetensors' names
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX = "model.safetensors.index.json"
 
@@ -142,18 +145,7 @@ class SourceTensors:
 
 
 def _dtype(name: str, file: Path) -> torch.dtype:
-    table = {
-        "F64": torch.float64,
-        "F32": torch.float32,
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "I64": torch.int64,
-        "I32": torch.int32,
-        "I16": torch.int16,
-        "I8": torch.int8,
-        "U8": torch.uint8,
-        "BOOL": torch.bool,
-    }
-    if name not in table:
+    dtype = NAMED_DTYPES.get(name)
+    if dtype is None:
         raise SourceError(f"{file}: unsupported tensor dtype {name}")
-    return table[name]
+    return dtype
