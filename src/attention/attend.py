@@ -34,6 +34,7 @@ def attend(
     backend: Backend = "sdpa",
     block_mask: object | None = None,
     scale: float | None = None,
+    row_has_key: Bool[Tensor, "#b nq"] | None = None,
 ) -> Float[Tensor, "b h nq e"]:
     """softmax(q k^T / sqrt(e) + mask) v with h query heads sharing g KV heads (h % g == 0).
 
@@ -41,6 +42,8 @@ def attend(
         None = full attention.
     block_mask: a precomputed FlexAttention BlockMask for ``backend="flex"`` (built from ``mask``
         when omitted, which is slow; build it once per layout with ``Layout.block_mask``).
+    row_has_key: the flags of `open_empty_rows` when ``mask`` already went through it (a stack
+        of layers sharing one mask does it once per forward, not once per layer).
     """
     h, g = q.shape[1], k.shape[1]
     if h % g != 0:
@@ -49,10 +52,8 @@ def attend(
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
 
-    row_has_key = None
-    if mask is not None:
-        row_has_key = mask.any(dim=-1)  # b nq
-        mask = mask | ~row_has_key.unsqueeze(-1)
+    if mask is not None and row_has_key is None:
+        mask, row_has_key = open_empty_rows(mask)
 
     if backend == "eager":
         out = _eager(q, k, v, mask, scale)
@@ -70,6 +71,18 @@ def attend(
     if row_has_key is not None:
         out = out * rearrange(row_has_key, "b nq -> b 1 nq 1").to(out.dtype)
     return out
+
+
+def open_empty_rows(
+    mask: Bool[Tensor, "#b nq nk"],
+) -> tuple[Bool[Tensor, "#b nq nk"], Bool[Tensor, "#b nq"]]:
+    """The mask with rows that allow no key opened to every key, and which rows had a key.
+
+    `attend` computes such rows against all keys (finite) and zeroes them with the flags, so no
+    backend sees an all-blocked row (NaN). Pure tensor work: no host read.
+    """
+    row_has_key = mask.any(dim=-1)
+    return mask | ~row_has_key.unsqueeze(-1), row_has_key
 
 
 def _eager(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:

@@ -158,6 +158,7 @@ class MoTLayer(nn.Module):
         backend: Backend | None = None,
         block_mask: object | None = None,
         conds: Conds | None = None,
+        row_has_key: Bool[Tensor, "#b nq"] | None = None,
     ) -> ExpertOutputs:
         """Per-expert inputs [b, n_i, d_i] (None or n_i = 0: absent) -> per-expert outputs.
 
@@ -165,6 +166,8 @@ class MoTLayer(nn.Module):
         mask: True = may attend; keys are the cache's tokens followed by this call's tokens.
         cache, index: this layer's slot in a `KVCache` (the caller advances the cache).
         conds: [b, d_i] per adaptive-norm expert with tokens in this call (`check_conds`).
+        row_has_key: ``mask`` went through `attention.open_empty_rows` already (the stack does
+            it once per forward); these are its flags.
         """
         cfg = self.config
         batch, lengths = check_expert_inputs(cfg, xs)
@@ -200,7 +203,15 @@ class MoTLayer(nn.Module):
         if cache is not None:
             k, v = cache.extend(index, k, v)
 
-        out = attend(q, k, v, mask, backend=backend or cfg.backend, block_mask=block_mask)
+        out = attend(
+            q,
+            k,
+            v,
+            mask,
+            backend=backend or cfg.backend,
+            block_mask=block_mask,
+            row_has_key=row_has_key,
+        )
         out = rearrange(out, "b h n e -> b n (h e)")
         pieces = iter(out.split([n for n in lengths if n > 0], dim=1))
 

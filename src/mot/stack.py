@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
 
-from attention import Backend, create_flex_block_mask, dense_mask_mod
+from attention import Backend, create_flex_block_mask, dense_mask_mod, open_empty_rows
 from mot.cache import KVCache
 from mot.config import MoTConfig
 from mot.layer import (
@@ -93,8 +93,11 @@ class MoTStack(nn.Module):
         past = 0 if cache is None else cache.length
         mask = check_mask(mask, batch, nq, past + nq)
         cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_base)
-        if (backend or self.config.backend) == "flex" and block_mask is None and mask is not None:
-            block_mask = self._flex_block_mask(mask, batch)
+        row_has_key = None
+        if mask is not None:
+            if (backend or self.config.backend) == "flex" and block_mask is None:
+                block_mask = self._flex_block_mask(mask, batch)
+            mask, row_has_key = open_empty_rows(mask)  # once here, not once per layer
         for i, layer in enumerate(self.layers):
             xs = layer(
                 xs,
@@ -106,6 +109,7 @@ class MoTStack(nn.Module):
                 backend=backend,
                 block_mask=block_mask,
                 conds=conds,
+                row_has_key=row_has_key,
             )
         if cache is not None and update_cache:
             cache.advance(nq)
