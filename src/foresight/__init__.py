@@ -15,7 +15,7 @@ from foresight.phi import PhiBank, phi_index, phi_ticks
 from foresight.quality import FrameQuality, future_pairs, tokenizer_quality
 from foresight.quantizer import MultiScaleQuantizer, QuantizerOutput
 from foresight.sampling import filter_logits, sample_tokens
-from foresight.scales import ScaleTokenizer
+from foresight.scales import IncrementalScaleTokenizer, ScaleTokenizer
 from foresight.tokenizer_training import TokenizerTrainConfig, code_statistics, train_tokenizer
 from foresight.var_weights import (
     VARWeightsError,
@@ -34,6 +34,7 @@ __all__ = [
     "FrameQuality",
     "GenerationOutput",
     "GeneratorLoss",
+    "IncrementalScaleTokenizer",
     "MultiScaleQuantizer",
     "MultiScaleVQVAE",
     "NextScaleConfig",

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from attention import Layout
 from foresight.network import TokenNetwork
-from foresight.scales import ScaleTokenizer
+from foresight.scales import IncrementalScaleTokenizer, ScaleTokenizer
 
 if TYPE_CHECKING:  # the generator imports this module; the loop only calls its methods
     from foresight.generator import NextScaleGenerator
@@ -60,7 +60,12 @@ def sample_scales(
 ) -> list[Int[Tensor, "b _"]]:
     """Tokens of the first ``num_scales`` scales; ``draw`` turns logits [b, n, v] into tokens.
 
-    Arguments are validated by `NextScaleGenerator.generate`, the public entry point.
+    Arguments are validated by `NextScaleGenerator.generate`, the public entry point. The loop
+    itself reads nothing back from the device (no host sync). An `IncrementalScaleTokenizer`
+    keeps the running f_hat and adds one scale per step, told to skip its code range check
+    (a host read): the drawn codes are in range by construction. Any other tokenizer rebuilds
+    f_hat from all scales so far through ``teacher_forcing_inputs`` (which may validate, and
+    sync, on its own).
     """
     counts = model.config.token_counts
     guided = cfg_scale != 1.0
@@ -77,7 +82,8 @@ def sample_scales(
     sequence = context[:, :0]  # the uncached loop's growing token sequence
     no_inputs = context.new_zeros(batch, 0, model.config.latent_dim)
     step = torch.cat([context, model.embed_scales(context, no_inputs, context_valid)], dim=1)
-    start, tokens = 0, []
+    incremental = isinstance(tokenizer, IncrementalScaleTokenizer)
+    start, tokens, f_hat = 0, [], None
     for k in range(num_scales):
         stop = n_c + model.tokens_upto(k + 1)
         if use_cache:
@@ -94,8 +100,11 @@ def sample_scales(
         tokens.append(draw(logits))
         if k + 1 == num_scales:
             break
-        # The tokenizer returns the inputs of scales 2..k+2; this step needs the last scale's.
-        nxt = tokenizer.teacher_forcing_inputs(tokens)[:, -counts[k + 1] :]
+        if incremental:
+            f_hat, nxt = tokenizer.next_scale_inputs(f_hat, tokens[k], k, check=False)
+        else:
+            # The tokenizer returns the inputs of scales 2..k+2; this step needs the last one's.
+            nxt = tokenizer.teacher_forcing_inputs(tokens)[:, -counts[k + 1] :]
         if guided:
             nxt = torch.cat([nxt, nxt])
         step = model.embed_scales(context, nxt, context_valid, first_scale=k + 1)

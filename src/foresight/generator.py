@@ -345,7 +345,10 @@ class NextScaleGenerator(nn.Module):
         """Sample the first K = ``num_scales`` scales (all by default) given the context.
 
         One network call for context + SOS, then one per scale; the tokenizer turns the scales
-        sampled so far into the next scale's inputs. ``use_cache=False`` reruns the whole
+        sampled so far into the next scale's inputs (one scale per step, without re-validating
+        the drawn codes, when it is an `IncrementalScaleTokenizer` such as `MultiScaleVQVAE`:
+        with such a tokenizer, a `DefaultTransformer`, the cache, no ``context_valid`` and no
+        ``decode``, nothing is read back from the device). ``use_cache=False`` reruns the whole
         growing sequence each scale (the reference the cache must match token for token).
         cfg_scale: classifier-free guidance, logits = u + cfg_scale (c - u) with u the logits
             under the null context (1 = off; the batch is doubled otherwise).

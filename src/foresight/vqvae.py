@@ -203,24 +203,49 @@ class MultiScaleVQVAE(nn.Module):
         return self.quantizer.tokenize(self.encode_latent(images))
 
     def running_reconstruction(
-        self, indices: list[Int[Tensor, "b _"]]
+        self, indices: list[Int[Tensor, "b _"]], *, check: bool = True
     ) -> list[Float[Tensor, "b z hl wl"]]:
-        """f_hat after each scale of a (possibly partial) pyramid, in latent space."""
-        return self.quantizer.running_reconstruction(indices)
+        """f_hat after each scale of a (possibly partial) pyramid, in latent space.
 
-    def decode(self, indices: list[Int[Tensor, "b _"]]) -> Float[Tensor, "b ch H W"]:
-        """A token pyramid of the first m <= K scales -> image in [-1, 1]."""
-        return self.decode_latent(self.quantizer.running_reconstruction(indices)[-1])
+        check: validate the code range (one device sync); False = the caller validated the codes.
+        """
+        return self.quantizer.running_reconstruction(indices, check=check)
+
+    def decode(
+        self, indices: list[Int[Tensor, "b _"]], *, check: bool = True
+    ) -> Float[Tensor, "b ch H W"]:
+        """A token pyramid of the first m <= K scales -> image in [-1, 1].
+
+        check: validate the code range (one device sync); False = the caller validated the codes.
+        """
+        return self.decode_latent(self.quantizer.running_reconstruction(indices, check=check)[-1])
 
     def decode_each_scale(
-        self, indices: list[Int[Tensor, "b _"]]
+        self, indices: list[Int[Tensor, "b _"]], *, check: bool = True
     ) -> list[Float[Tensor, "b ch H W"]]:
         """The image decoded after each of the given scales (coarse to fine)."""
-        return [self.decode_latent(f) for f in self.quantizer.running_reconstruction(indices)]
+        f_hats = self.quantizer.running_reconstruction(indices, check=check)
+        return [self.decode_latent(f) for f in f_hats]
 
-    def teacher_forcing_inputs(self, indices: list[Int[Tensor, "b _"]]) -> Float[Tensor, "b n z"]:
-        """The next-scale generator's training inputs (see ``MultiScaleQuantizer``)."""
-        return self.quantizer.teacher_forcing_inputs(indices)
+    def teacher_forcing_inputs(
+        self, indices: list[Int[Tensor, "b _"]], *, check: bool = True
+    ) -> Float[Tensor, "b n z"]:
+        """The next-scale generator's training inputs (see ``MultiScaleQuantizer``), in the
+        quantizer's dtype. check=False: the caller validated the codes (skips a device sync)."""
+        return self.quantizer.teacher_forcing_inputs(indices, check=check)
+
+    def next_scale_inputs(
+        self,
+        f_hat: Float[Tensor, "b z hl wl"] | None,
+        indices: Int[Tensor, "b n"],
+        k: int,
+        *,
+        check: bool = True,
+    ) -> tuple[Float[Tensor, "b z hl wl"], Float[Tensor, "b m z"]]:
+        """One generation step of ``teacher_forcing_inputs``: (f_hat after scale k, inputs of
+        scale k+1 [b, s_{k+1}^2, z]) from the f_hat after scale k-1 (None for k = 0) and scale
+        k's codes [b, s_k^2]; bit for bit the matching slice (see ``MultiScaleQuantizer``)."""
+        return self.quantizer.next_scale_inputs(f_hat, indices, k, check=check)
 
     # ---- training --------------------------------------------------------------------------
 
