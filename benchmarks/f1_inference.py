@@ -1,4 +1,5 @@
-"""F1 end-to-end inference latency by phase (one `predict_action_chunk`), F1 against No-Gen.
+"""F1 end-to-end inference latency by phase (one `predict_action_chunk`), F1 against No-Gen,
+eager, compiled and captured (CUDA graphs).
 
 One chunk at batch 1, the phases timed one by one on the same inputs (random weights: speed does
 not depend on them; random uint8 frames):
@@ -13,6 +14,22 @@ not depend on them; random uint8 frames):
                    scales appended to it; No-Gen: `F1.start`, the prefix pass alone
     action         `F1.act`: 10 Euler steps of the flow head, each reading the cache
     total          history codes + `F1.predict`, timed as one call
+
+Modes (``--modes``; `f1kit.model.engine.Engine` runs the trunk of every step):
+
+    eager      the trunk as it is, KV caches kept across calls
+    compiled   ``torch.compile(fullgraph=True, dynamic=False)``: one graph per step signature
+    captured   the same with ``mode="reduce-overhead"``: each step's graph replayed as a CUDA
+               graph (CUDA only)
+
+Every total record counts, over one whole chunk after its first call, ``host_syncs``:
+Python-level reads of tensor values on the host (`f1kit.host_reads`; the history codes come from
+the model's own tokenizer, as in `F1Policy`, so ``predict`` skips their range check), and on
+CUDA ``cuda_syncs``: the
+synchronising CUDA calls `torch.cuda.set_sync_debug_mode` reports; ``graph_breaks`` and
+``graphs`` come from dynamo's counters (compiled modes; a break would raise under fullgraph).
+``compile_s`` is the first call's time (tracing and code generation) and ``eager_median_ms``
+the eager figure of the same variant and cameras in this run.
 
 The peer is the No-Gen ablation (`generation: null`, the pi0-like reactive policy) with U and A
 experts of the same sizes; ``f1_over_no_gen`` = F1 total / No-Gen total (per phase too, where
@@ -32,13 +49,15 @@ timed totals minus before the model was built (weights plus what the allocator k
 
     python benchmarks/f1_inference.py                                 # tiny, CPU, 1 and 3 cameras
     python benchmarks/f1_inference.py --size paper --device cuda      # paper size, bf16
-    python benchmarks/f1_inference.py --quick                         # smoke run
+    python benchmarks/f1_inference.py --quick                         # smoke run (eager only)
 """
 
 import gc
 import logging
 import resource
 import sys
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +68,9 @@ sys.path = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE] + [_H
 
 import torch  # noqa: E402
 
+from f1kit.host_reads import host_reads  # noqa: E402
 from f1kit.model import F1, F1Config, Prefix  # noqa: E402
+from f1kit.model.engine import Engine  # noqa: E402
 from harness import Timing, dtype_of, emit, measure, parse_args  # noqa: E402
 
 log = logging.getLogger("benchmarks.f1_inference")
@@ -60,12 +81,21 @@ REFERENCE = (
     "18 image encoder, 76 foresight, 95 for 10 action steps)"
 )
 PHASES = ("history_codes", "prefix", "foresight", "action")
+MODES = {"eager": "eager", "compiled": "default", "captured": "reduce-overhead"}
 
 
 def extra(p) -> None:
     p.add_argument("--size", choices=("tiny", "paper"), default="tiny")
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 3])
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=tuple(MODES),
+        default=None,
+        help="default: eager compiled (CPU), eager compiled captured (CUDA); --quick: eager",
+    )
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
 
 
 def config_of(size: str, generation: bool) -> F1Config:
@@ -153,8 +183,11 @@ def _seeded(device: str) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(0)
 
 
-def run_phases(model: F1, args, inputs: Inputs) -> tuple[dict[str, Timing], Timing, bool]:
-    """Each phase timed on its own (later phases reuse one earlier output), then the total."""
+def run_phases(
+    model: F1, args, inputs: Inputs, engine: Engine
+) -> tuple[dict[str, Timing], Timing, bool, dict]:
+    """Each phase timed on its own (later phases reuse one earlier output), then the total;
+    the first total call (compilation, if any) and the host syncs of one warm total apart."""
     device, reps = args.device, {"repeats": args.repeats, "warmup": args.warmup}
     gen_model = model.generator is not None
     timings: dict[str, Timing] = {}
@@ -167,30 +200,6 @@ def run_phases(model: F1, args, inputs: Inputs) -> tuple[dict[str, Timing], Timi
         timings["history_codes"] = measure(history_codes, device, **reps)
         codes = history_codes()
 
-    def prefix() -> Prefix:
-        return model.encode_prefix(inputs.images, inputs.texts, codes)
-
-    timings["prefix"] = measure(prefix, device, **reps)
-    pre = prefix()
-
-    if gen_model:
-
-        def foresight():
-            return model.foresee(pre, generator=_seeded(device))
-
-        timings["foresight"] = measure(foresight, device, **reps)
-        _, bound, cache = foresight()
-    else:
-        timings["foresight"] = measure(lambda: model.start(pre), device, **reps)
-        bound, cache = model.start(pre)
-
-    # act reads the cache without writing to it, so one filled cache serves every repeat.
-    def action() -> torch.Tensor:
-        return model.act(bound, cache, inputs.state, noise=inputs.noise)
-
-    timings["action"] = measure(action, device, **reps)
-    phased = action()
-
     def total() -> torch.Tensor:
         hist = model.batch_codes({"history": inputs.history}, "history") if gen_model else None
         return model.predict(
@@ -200,10 +209,69 @@ def run_phases(model: F1, args, inputs: Inputs) -> tuple[dict[str, Timing], Timi
             hist,
             generator=_seeded(device),
             noise=inputs.noise,
+            engine=engine,
+            check_codes=False,  # the model's own tokenizer made them, as in F1Policy
         ).actions
 
+    start = time.perf_counter()
+    total()  # compiles every step's graph when the engine compiles
+    _synchronize(device)
+    first_s = time.perf_counter() - start
+    syncs = count_syncs(total, device)
+
+    def prefix() -> Prefix:
+        return model.encode_prefix(inputs.images, inputs.texts, codes)
+
+    timings["prefix"] = measure(prefix, device, **reps)
+    pre = prefix()
+
+    if gen_model:
+
+        def foresight():
+            return model.foresee(pre, generator=_seeded(device), engine=engine)
+
+        timings["foresight"] = measure(foresight, device, **reps)
+        _, bound, cache = foresight()
+    else:
+        timings["foresight"] = measure(lambda: model.start(pre, engine=engine), device, **reps)
+        bound, cache = model.start(pre, engine=engine)
+
+    # act reads the cache without writing to it, so one filled cache serves every repeat.
+    def action() -> torch.Tensor:
+        return model.act(bound, cache, inputs.state, noise=inputs.noise)
+
+    timings["action"] = measure(action, device, **reps)
+    phased = action().clone()  # a captured graph's output is overwritten by its next replay
+
     whole = measure(total, device, **reps)
-    return timings, whole, bool(torch.equal(total(), phased))
+    return timings, whole, bool(torch.equal(total(), phased)), {"compile_s": first_s, **syncs}
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_syncs(fn, device: str) -> dict:
+    """Host reads of one call of ``fn`` (and on CUDA the synchronising calls torch reports)."""
+    counts: dict = {}
+    cuda = torch.device(device).type == "cuda"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with host_reads() as reads:
+                fn()
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+    counts["host_syncs"] = reads.count
+    counts["host_sync_sites"] = dict(reads.sites.most_common(5))
+    if cuda:
+        counts["cuda_syncs"] = sum("synchroniz" in str(w.message) for w in caught)
+    return counts
 
 
 def rss_mb() -> float | None:
@@ -216,35 +284,48 @@ def rss_mb() -> float | None:
     return pages * resource.getpagesize() / 2**20
 
 
-def bench_variant(args, generation: bool) -> dict[int, dict]:
-    """All camera counts of one variant; one model resident at a time (CUDA peaks stay its own)."""
+def bench_variant(args, generation: bool) -> dict[tuple[str, int], dict]:
+    """All modes and camera counts of one variant; one model resident at a time (CUDA peaks
+    stay its own)."""
     cuda = torch.device(args.device).type == "cuda"
     rss_before = None if cuda else rss_mb()
     model = build(args, generation)
     weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
     variant = "f1" if generation else "no_gen"
-    results: dict[int, dict] = {}
+    results: dict[tuple[str, int], dict] = {}
     with torch.inference_mode():
-        for cameras in args.cameras:
-            inputs = make_inputs(model, args, cameras)
-            shapes = shapes_of(model, args, inputs)
-            phases, total, matches = run_phases(model, args, inputs)
-            memory = {"weights_mb": weights_mb}
-            if cuda:
-                memory["memory"] = "cuda max_memory_allocated over the timed calls"
-            else:
-                rss = rss_mb()
-                memory["memory"] = "cpu: process peak RSS (harness) and current RSS delta"
-                if rss is not None and rss_before is not None:
-                    memory["rss_delta_mb"] = rss - rss_before
-            results[cameras] = {
-                "variant": variant,
-                "shapes": shapes,
-                "phases": phases,
-                "total": total,
-                "matches_predict": matches,
-                "memory": memory,
-            }
+        for mode in args.modes:
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            engine = Engine(model.trunk, MODES[mode], backend=args.compile_backend)
+            for cameras in args.cameras:
+                inputs = make_inputs(model, args, cameras)
+                shapes = shapes_of(model, args, inputs)
+                log.info("%s %s, %d camera(s)", variant, mode, cameras)
+                phases, total, matches, calls = run_phases(model, args, inputs, engine)
+                memory = {"weights_mb": weights_mb}
+                if cuda:
+                    memory["memory"] = "cuda max_memory_allocated over the timed calls"
+                else:
+                    rss = rss_mb()
+                    memory["memory"] = "cpu: process peak RSS (harness) and current RSS delta"
+                    if rss is not None and rss_before is not None:
+                        memory["rss_delta_mb"] = rss - rss_before
+                counters = torch._dynamo.utils.counters
+                results[(mode, cameras)] = {
+                    "variant": variant,
+                    "mode": mode,
+                    "shapes": shapes,
+                    "phases": phases,
+                    "total": total,
+                    "matches_predict": matches,
+                    "memory": memory,
+                    "calls": {
+                        **calls,
+                        "graph_breaks": sum(counters["graph_break"].values()),
+                        "graphs": counters["stats"]["unique_graphs"],
+                    },
+                }
     del model
     gc.collect()
     if cuda:
@@ -252,12 +333,14 @@ def bench_variant(args, generation: bool) -> dict[int, dict]:
     return results
 
 
-def report(args, f1: dict, peer: dict | None) -> None:
-    """Phase records, then the total with the No-Gen peer's figures and the phase breakdown."""
-    name = f"f1_inference/{args.size}/{f1['variant']}/v{f1['shapes']['cameras']}"
+def report(args, f1: dict, peer: dict | None, eager: dict | None) -> None:
+    """Phase records, then the total with the No-Gen peer's figures, the eager figure of the
+    same variant (compiled modes) and the phase breakdown."""
+    name = f"f1_inference/{args.size}/{f1['mode']}/{f1['variant']}/v{f1['shapes']['cameras']}"
     total: Timing = f1["total"]
     for phase, timing in f1["phases"].items():
         figures: dict = {
+            "mode": f1["mode"],
             "ms": timing.median_ms,
             "share_of_total": timing.median_ms / total.median_ms,
         }
@@ -270,13 +353,20 @@ def report(args, f1: dict, peer: dict | None) -> None:
             )
         emit(f"{name}/{phase}", args, f1["shapes"], timing, **figures)
     figures = {
+        "mode": f1["mode"],
         "ms_per_chunk": total.median_ms,
         "chunks_per_s": 1e3 / total.median_ms,
         "phases_ms": {p: t.median_ms for p, t in f1["phases"].items()},
         "sum_of_phases_ms": sum(t.median_ms for t in f1["phases"].values()),
         "matches_predict": f1["matches_predict"],
+        **f1["calls"],
         **f1["memory"],
     }
+    if eager is not None:
+        figures.update(
+            eager_median_ms=eager["total"].median_ms,
+            speedup_over_eager=eager["total"].median_ms / total.median_ms,
+        )
     if peer is not None:
         figures.update(
             peer="no_gen",
@@ -284,6 +374,10 @@ def report(args, f1: dict, peer: dict | None) -> None:
             peer_chunks_per_s=1e3 / peer["total"].median_ms,
             f1_over_no_gen=total.median_ms / peer["total"].median_ms,
         )
+        both = ("foresight", "action")
+        figures["foresight_action_over_no_gen"] = sum(
+            f1["phases"][p].median_ms for p in both
+        ) / sum(peer["phases"][p].median_ms for p in both)
         if args.size == "paper" and f1["shapes"]["cameras"] == 3:
             figures.update(reference=REFERENCE, reference_ms=235.0)
     emit(f"{name}/total", args, f1["shapes"], total, **figures)
@@ -309,11 +403,17 @@ def main() -> None:
     if args.quick and args.device == "cpu":
         # As flow.py: tiny ops only pay a second thread's sync on a shared 2-core box.
         torch.set_num_threads(1)
+    if args.modes is None:
+        args.modes = ["eager"] if args.quick else ["eager", "compiled"] + ["captured"] * cuda
+    if "captured" in args.modes and not cuda:
+        raise SystemExit("--modes captured: CUDA graphs need --device cuda")
     peers = bench_variant(args, generation=False)
-    for result in peers.values():
-        report(args, result, None)
-    for cameras, result in bench_variant(args, generation=True).items():
-        report(args, result, peers[cameras])
+    for (mode, cameras), result in peers.items():
+        report(args, result, None, peers.get(("eager", cameras)) if mode != "eager" else None)
+    f1s = bench_variant(args, generation=True)
+    for (mode, cameras), result in f1s.items():
+        eager = f1s.get(("eager", cameras)) if mode != "eager" else None
+        report(args, result, peers[(mode, cameras)], eager)
 
 
 if __name__ == "__main__":

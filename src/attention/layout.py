@@ -71,6 +71,9 @@ class Layout:
 
     segments: tuple[Segment, ...]
     _spans: dict[str, TokenSlice] = field(init=False, repr=False, compare=False)
+    _device_block_ids: dict[str, Tensor] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         segments = tuple(self.segments)
@@ -144,13 +147,18 @@ class Layout:
         return {e: self.expert_slice(e).stop - self.expert_slice(e).start for e in self.experts}
 
     @cached_property
-    def block_starts(self) -> Bool[Tensor, " n"]:
+    def block_start_flags(self) -> tuple[bool, ...]:
+        """Whether each token starts a block, as Python bools (no tensor read to ask)."""
         flags: list[bool] = []
         for s in self.segments:
             for i, length in enumerate(s.blocks):
                 starts_block = not (i == 0 and s.joins_previous)
                 flags += [starts_block] + [False] * (length - 1)
-        return torch.tensor(flags, dtype=torch.bool)
+        return tuple(flags)
+
+    @cached_property
+    def block_starts(self) -> Bool[Tensor, " n"]:
+        return torch.tensor(self.block_start_flags, dtype=torch.bool)
 
     @cached_property
     def block_ids(self) -> Int[Tensor, " n"]:
@@ -167,7 +175,15 @@ class Layout:
 
     @property
     def num_blocks(self) -> int:
-        return int(self.block_ids[-1]) + 1
+        return sum(self.block_start_flags)
+
+    def block_ids_on(self, device: torch.device | str | None) -> Int[Tensor, " n"]:
+        """``block_ids`` on ``device``, copied there once per layout and device (masks built
+        on every call then cost no host-to-device copy)."""
+        key = str(torch.device(device or "cpu"))
+        if key not in self._device_block_ids:
+            self._device_block_ids[key] = self.block_ids.to(key)
+        return self._device_block_ids[key]
 
     # ---- masks ----------------------------------------------------------------------------
 
@@ -265,7 +281,7 @@ class Layout:
         if valid is not None:
             self.check_valid(valid)
             device = valid.device if device is None else device
-        return self.block_ids.to(device), self._rows(queries)
+        return self.block_ids_on(device), self._rows(queries)
 
     def _rows(self, queries: str | TokenSlice | None) -> TokenSlice:
         if queries is None:

@@ -17,7 +17,7 @@ from mot.mlp import MLP
 from mot.norm import RMSNorm
 from mot.rope import apply_rope, rope_angles
 from mot.stack import MoTStack
-from mot.steps import step_inputs
+from mot.steps import check_step_end, step_inputs
 
 __all__ = [
     "MLP",
@@ -36,6 +36,7 @@ __all__ = [
     "NormKind",
     "RMSNorm",
     "apply_rope",
+    "check_step_end",
     "paper_config",
     "rope_angles",
     "step_inputs",

@@ -40,13 +40,18 @@ def step_inputs(
         if step != 1 or stop <= start:
             raise LayoutError(f"queries: expected a non-empty contiguous slice, got {queries}")
         rows = slice(start, stop)
-    if rows.stop < layout.n and layout.block_ids[rows.stop] == layout.block_ids[rows.stop - 1]:
-        # Keys >= stop are not in the cache yet, but rows of a cut block must see them.
-        raise LayoutError(
-            f"queries: a step must end at a block boundary, {rows.stop} cuts block "
-            f"{int(layout.block_ids[rows.stop])} of the layout"
-        )
+    check_step_end(layout, rows.stop)
     device = valid.device if valid is not None and device is None else device
     mask = layout.mask(valid, queries=rows, device=device)[..., : rows.stop]
     positions = layout.positions(valid).to(device)[..., rows]
     return mask, positions
+
+
+def check_step_end(layout: Layout, stop: int) -> None:
+    """Raise unless a cached step ending at ``stop`` ends at a block boundary (Python only)."""
+    if stop < layout.n and not layout.block_start_flags[stop]:
+        # Keys >= stop are not in the cache yet, but rows of a cut block must see them.
+        raise LayoutError(
+            f"queries: a step must end at a block boundary, {stop} cuts block "
+            f"{sum(layout.block_start_flags[: stop + 1]) - 1} of the layout"
+        )

@@ -35,7 +35,9 @@ def _run(*flags: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def records() -> dict[str, dict]:
-    result = _run("--quick", "--device", "cpu", "--cameras", str(CAMERAS))
+    # Compiled with dynamo's eager backend: the capture and the records, not inductor's minutes.
+    modes = ("--modes", "eager", "compiled", "--compile-backend", "eager")
+    result = _run("--quick", "--device", "cpu", "--cameras", str(CAMERAS), *modes)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
     return {r["name"]: r for r in lines}
@@ -56,11 +58,12 @@ def _expected_tokens(generation: bool) -> tuple[int, int]:
 
 
 def test_every_phase_of_both_variants_is_reported(records: dict[str, dict]) -> None:
-    base = f"f1_inference/tiny/{{}}/v{CAMERAS}/"
+    base = f"f1_inference/tiny/eager/{{}}/v{CAMERAS}/"
     expected = {base.format("no_gen") + p for p in ("prefix", "foresight", "action", "total")}
     expected |= {
         base.format("f1") + p for p in ("history_codes", "prefix", "foresight", "action", "total")
     }
+    expected |= {name.replace("/eager/", "/compiled/") for name in expected}
     assert set(records) == expected
     assert all(r["threads"] == 1 and r["dtype"] == "float32" for r in records.values())
 
@@ -69,12 +72,14 @@ def test_every_phase_of_both_variants_is_reported(records: dict[str, dict]) -> N
 def test_total_adds_up_its_phases_and_reproduces_predict(
     records: dict[str, dict], variant: str
 ) -> None:
-    name = f"f1_inference/tiny/{variant}/v{CAMERAS}"
+    name = f"f1_inference/tiny/eager/{variant}/v{CAMERAS}"
     total = records[f"{name}/total"]
     phases = {p: records[f"{name}/{p}"]["median_ms"] for p in total["phases_ms"]}
     assert total["phases_ms"] == phases
     assert math.isclose(total["sum_of_phases_ms"], sum(phases.values()))
     assert total["matches_predict"] is True
+    assert total["host_syncs"] == 0, total["host_sync_sites"]
+    assert total["mode"] == "eager" and total["graph_breaks"] == 0
     assert math.isclose(total["chunks_per_s"], 1e3 / total["median_ms"])
     for phase, ms in phases.items():
         assert math.isclose(records[f"{name}/{phase}"]["share_of_total"], ms / total["median_ms"])
@@ -85,8 +90,8 @@ def test_total_adds_up_its_phases_and_reproduces_predict(
 
 
 def test_f1_total_carries_the_no_gen_peer_of_the_same_run(records: dict[str, dict]) -> None:
-    f1 = records[f"f1_inference/tiny/f1/v{CAMERAS}/total"]
-    peer = records[f"f1_inference/tiny/no_gen/v{CAMERAS}/total"]
+    f1 = records[f"f1_inference/tiny/eager/f1/v{CAMERAS}/total"]
+    peer = records[f"f1_inference/tiny/eager/no_gen/v{CAMERAS}/total"]
     assert f1["peer"] == "no_gen"
     assert f1["peer_median_ms"] == peer["median_ms"]
     assert math.isclose(f1["f1_over_no_gen"], f1["median_ms"] / peer["median_ms"])
@@ -94,8 +99,8 @@ def test_f1_total_carries_the_no_gen_peer_of_the_same_run(records: dict[str, dic
     # F1 carries a generation expert, aggregator and tokenizer on top of the same U and A.
     assert f1["shapes"]["params"] > peer["shapes"]["params"]
     assert f1["weights_mb"] > peer["weights_mb"]
-    foresight = records[f"f1_inference/tiny/f1/v{CAMERAS}/foresight"]
-    start = records[f"f1_inference/tiny/no_gen/v{CAMERAS}/foresight"]
+    foresight = records[f"f1_inference/tiny/eager/f1/v{CAMERAS}/foresight"]
+    start = records[f"f1_inference/tiny/eager/no_gen/v{CAMERAS}/foresight"]
     assert foresight["peer"] == "no_gen/start"
     assert foresight["peer_median_ms"] == start["median_ms"]
 
@@ -105,3 +110,18 @@ def test_paper_size_without_cuda_exits_with_a_clear_message() -> None:
     assert result.returncode != 0
     assert "--size paper: needs a CUDA device" in result.stderr
     assert not result.stdout.strip()  # refused before building or timing anything
+
+
+@pytest.mark.parametrize("variant", ["f1", "no_gen"])
+def test_compiled_mode_reports_its_graphs_and_the_eager_figure(
+    records: dict[str, dict], variant: str
+) -> None:
+    compiled = records[f"f1_inference/tiny/compiled/{variant}/v{CAMERAS}/total"]
+    eager = records[f"f1_inference/tiny/eager/{variant}/v{CAMERAS}/total"]
+    assert compiled["mode"] == "compiled" and compiled["matches_predict"] is True
+    assert compiled["graph_breaks"] == 0 and compiled["host_syncs"] == 0
+    # prefix + flow step (+ one per scale after the first, which rides the prefix pass)
+    scales = compiled["shapes"]["scales"]
+    assert compiled["graphs"] == 2 + max(0, scales - 1)
+    assert compiled["eager_median_ms"] == eager["median_ms"]
+    assert math.isclose(compiled["speedup_over_eager"], eager["median_ms"] / compiled["median_ms"])

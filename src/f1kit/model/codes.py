@@ -65,11 +65,15 @@ def split_codes(model: "F1", codes: Int[Tensor, "*b N"]) -> list[Int[Tensor, "*b
     return list(codes.long().split(counts, dim=-1))
 
 
-def history_tokens(model: "F1", codes: Int[Tensor, "b t N"]) -> Float[Tensor, "b n d"]:
+def history_tokens(
+    model: "F1", codes: Int[Tensor, "b t N"], *, check: bool = True
+) -> Float[Tensor, "b n d"]:
     """History frames' codes (oldest first) -> aggregated history tokens (DESIGN.md s3).
 
     Each frame's teacher-forcing inputs (f_hat after scales 1..k-1, at scale k's size, for every
     scale but the first) are one token sequence; the aggregator collapses the t frames per token.
+    check: refuse codes outside the vocabulary (one host read); False for codes this model's
+        tokenizer made (`frame_codes`), in range by construction.
     """
     vq, gen = tokenizer(model), model.config.generation
     assert gen is not None and model.aggregator is not None
@@ -79,7 +83,7 @@ def history_tokens(model: "F1", codes: Int[Tensor, "b t N"]) -> Float[Tensor, "b
         )
     flat = rearrange(codes, "b t N -> (b t) N")
     with torch.no_grad():
-        inputs = vq.teacher_forcing_inputs(split_codes(model, flat)[:-1])
+        inputs = vq.teacher_forcing_inputs(split_codes(model, flat)[:-1], check=check)
     inputs = rearrange(inputs, "(b t) n z -> b t n z", b=codes.shape[0])
     return model.aggregator(inputs)
 

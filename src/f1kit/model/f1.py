@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from attention import ACTION, GENERATION, UNDERSTANDING, Layout, uga_layout
 from f1kit.model import codes, inference, training
 from f1kit.model.config import F1Config
+from f1kit.model.engine import Engine
 from f1kit.model.inference import Prediction, Prefix
 from f1kit.model.trunk import BoundTrunk
 from f1kit.model.understanding import Understanding
@@ -84,6 +85,7 @@ class F1(nn.Module):
         head = config.action.head_config(trunk_cfg.action.width, config.adaptive_action)
         self.action_head = FlowMatchingHead(head)
         self._register_load_state_dict_pre_hook(self._drop_legacy_keys)
+        self._layouts: dict[tuple[int, int, bool], Layout] = {}
 
     def upgrade_state_dict(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """A state dict of an older checkpoint layout in this one (``LEGACY_KEYS`` dropped)."""
@@ -146,7 +148,14 @@ class F1(nn.Module):
     # ---- layout ------------------------------------------------------------------------------
 
     def layout(self, prefix_tokens: int, num_scales: int, actions: bool = True) -> Layout:
-        """This model's UGA layout for a prefix of ``prefix_tokens`` and ``num_scales`` scales."""
+        """This model's UGA layout for a prefix of ``prefix_tokens`` and ``num_scales`` scales
+        (built once per shape: its tables, on the host and on devices, are kept with it)."""
+        key = (prefix_tokens, num_scales, actions)
+        if key not in self._layouts:
+            self._layouts[key] = self._build_layout(prefix_tokens, num_scales, actions)
+        return self._layouts[key]
+
+    def _build_layout(self, prefix_tokens: int, num_scales: int, actions: bool) -> Layout:
         gen = self.config.generation
         history = 0 if self.aggregator is None else self.aggregator.tokens
         scales = () if self.generator is None else self.generator.scales[:num_scales]
@@ -160,12 +169,20 @@ class F1(nn.Module):
             history_in_prefix=True if gen is None else gen.history_in_prefix,
         )
 
-    def bind(self, prefix: Prefix, num_scales: int, actions: bool = True) -> BoundTrunk:
+    def bind(
+        self,
+        prefix: Prefix,
+        num_scales: int,
+        actions: bool = True,
+        engine: Engine | None = None,
+    ) -> BoundTrunk:
         """The trunk bound to ``prefix``'s batch: its layout (``num_scales`` scales, the action
-        rows when ``actions``) and padding (the instruction's; every later token is valid)."""
+        rows when ``actions``) and padding (the instruction's; every later token is valid),
+        run by ``engine`` (`engine.Engine`: compiled, caches kept) or eagerly."""
         layout = self.layout(prefix.tokens.shape[1], num_scales, actions=actions)
         rest = prefix.valid.new_ones(prefix.valid.shape[0], layout.n - prefix.valid.shape[1])
-        return BoundTrunk(self.trunk, layout, torch.cat([prefix.valid, rest], dim=1))
+        valid = torch.cat([prefix.valid, rest], dim=1)
+        return BoundTrunk(self.trunk, layout, valid, engine)
 
     # ---- the two contracts (training.py, inference.py) and the tokenizer side (codes.py) -----
     # The functions take the model first, so they serve as its methods unchanged.

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from attention import UNDERSTANDING
 from f1kit.model.codes import history_tokens, tokenizer
+from f1kit.model.engine import Engine
 from f1kit.model.trunk import ActionExpert, BoundTrunk, GenerationExpert
 from mot import KVCache
 
@@ -57,10 +58,14 @@ def encode_prefix(
     images: Shaped[Tensor, "b v 3 H W"],
     texts: object,
     history_codes: Int[Tensor, "b t N"] | None = None,
+    *,
+    check_codes: bool = True,
 ) -> Prefix:
     """Understanding tokens and (G models) the aggregated history tokens.
 
     texts: the b instructions, as strings or as the Understanding's cached text encoding.
+    check_codes: refuse history codes outside the tokenizer's vocabulary, at the cost of one
+        host read; False for codes this model's tokenizer made (`F1.frame_codes`: `F1Policy`).
     """
     tokens, valid = model.understanding(images, texts)
     history = None
@@ -70,14 +75,16 @@ def encode_prefix(
                 "history_codes: this F1 model has a Generation expert; pass the history "
                 "frames' codes (F1.batch_codes / F1.frame_codes)"
             )
-        history = history_tokens(model, history_codes).to(tokens.dtype)
+        history = history_tokens(model, history_codes, check=check_codes).to(tokens.dtype)
     return Prefix(tokens, valid, history)
 
 
 @torch.no_grad()
-def start(model: "F1", prefix: Prefix) -> tuple[BoundTrunk, KVCache]:
+def start(
+    model: "F1", prefix: Prefix, *, engine: Engine | None = None
+) -> tuple[BoundTrunk, KVCache]:
     """No-Gen models: the prefix pass filling a fresh cache (G models: see ``foresee``)."""
-    bound = model.bind(prefix, 0)
+    bound = model.bind(prefix, 0, engine=engine)
     cache = bound.new_cache(prefix.tokens.shape[0], dtype=prefix.tokens.dtype)
     bound.run({UNDERSTANDING: prefix.tokens}, bound.layout.slice("prefix"), cache)
     return bound, cache
@@ -85,7 +92,11 @@ def start(model: "F1", prefix: Prefix) -> tuple[BoundTrunk, KVCache]:
 
 @torch.no_grad()
 def foresee(
-    model: "F1", prefix: Prefix, *, generator: torch.Generator | int | None = None
+    model: "F1",
+    prefix: Prefix,
+    *,
+    generator: torch.Generator | int | None = None,
+    engine: Engine | None = None,
 ) -> tuple[list[Int[Tensor, "b _"]], BoundTrunk, KVCache]:
     """Prefix pass + the model's foresight scales, all appended to one KV cache.
 
@@ -95,7 +106,7 @@ def foresee(
     gen = model.config.generation
     if model.generator is None or gen is None or prefix.history is None:
         raise ValueError("foresee: this No-Gen model has no Generation expert")
-    net = GenerationExpert(model.bind(prefix, gen.scales), prefix.tokens)
+    net = GenerationExpert(model.bind(prefix, gen.scales, engine=engine), prefix.tokens)
     tokens = model.generator.generate(
         prefix.history,
         tokenizer(model),
@@ -142,15 +153,24 @@ def predict(
     *,
     generator: torch.Generator | None = None,
     noise: Float[Tensor, "b c a"] | None = None,
+    engine: Engine | None = None,
+    check_codes: bool = True,
 ) -> Prediction:
-    """One chunk: prefix pass, the foresight scales (G models), the action flow."""
+    """One chunk: prefix pass, the foresight scales (G models), the action flow.
+
+    engine: runs the trunk (`engine.Engine`: compiled or eager, KV caches kept across calls);
+        None = eager with fresh caches. Either way the steps read no device tensor on the host.
+    check_codes: see `encode_prefix` (the one host read of a call, when True).
+    """
     check_state(model, state)
-    prefix = encode_prefix(model, images, texts, history_codes)
+    if engine is not None:
+        engine.new_chunk()
+    prefix = encode_prefix(model, images, texts, history_codes, check_codes=check_codes)
     foresight = None
     if model.generator is None:
-        bound, cache = start(model, prefix)
+        bound, cache = start(model, prefix, engine=engine)
     else:
-        foresight, bound, cache = foresee(model, prefix, generator=generator)
+        foresight, bound, cache = foresee(model, prefix, generator=generator, engine=engine)
     actions = act(model, bound, cache, state, generator=generator, noise=noise)
     return Prediction(actions, foresight)
 

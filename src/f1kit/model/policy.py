@@ -37,6 +37,7 @@ from jaxtyping import Float, UInt8
 from torch import Tensor
 
 from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor
+from f1kit.model.engine import CompileMode, Engine
 from f1kit.model.f1 import F1
 from f1kit.model.text import TokenizedText, check_texts
 
@@ -62,9 +63,12 @@ class F1Policy:
         seed: int = 0,
         decode_foresight: bool = False,
         embodiment: str | None = None,
+        compile: CompileMode = "eager",
     ) -> None:
         """embodiment: the id whose statistics an observation without an ``embodiment`` key
-        uses (None: the processor's only one; with several, each observation must say)."""
+        uses (None: the processor's only one; with several, each observation must say).
+        compile: how the trunk runs (`engine.Engine`): ``"eager"``, or a ``torch.compile`` mode
+        (``"reduce-overhead"`` replays CUDA graphs); its KV caches are kept across chunks."""
         if not cameras:
             raise ValueError("cameras: expected at least one camera name")
         if model.config.action.state_dim is None:
@@ -82,6 +86,7 @@ class F1Policy:
         if any(o > 0 for o in history_offsets):
             raise ValueError(f"history_offsets: expected offsets <= 0, got {history_offsets}")
         self.model = model.eval()
+        self.engine = Engine(model.trunk, compile)
         self.cameras = tuple(cameras)
         # The statistics follow the model (a CUDA model gets CUDA observations).
         self.preprocessor = None if preprocessor is None else preprocessor.to(self.device)
@@ -250,8 +255,15 @@ class F1Policy:
             self.observe(observation)
         assert self._now is not None  # observe() set it
         images, state, texts, embodiment = self._now
+        # The history codes come from the model's own tokenizer: no range check (host read).
         prediction = self.model.predict(
-            images, self._encoded(texts), state, self._history(), generator=self._generator
+            images,
+            self._encoded(texts),
+            state,
+            self._history(),
+            generator=self._generator,
+            engine=self.engine,
+            check_codes=False,
         )
         actions = prediction.actions.float()
         if self.postprocessor is not None:

@@ -25,23 +25,42 @@ generator passes describe its own view (no U prefix) and are ignored: its layout
 the F1 layout, block for block.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from attention import ACTION, GENERATION, UNDERSTANDING, Layout, Twin
-from mot import KVCache, MoTStack, step_inputs
+from f1kit.model.engine import Engine
+from mot import KVCache, MoTStack, check_step_end
 
 
 @dataclass
 class BoundTrunk:
-    """The trunk, one batch's layout and its padding (valid [b, n]; None = no padding)."""
+    """The trunk, one batch's layout and its padding (valid [b, n]; None = no padding).
+
+    engine: runs the trunk and keeps its KV caches (`engine.Engine`); None = the plain trunk and
+        a fresh cache per call. The layout's mask and RoPE positions are built once, on the
+        first step's device, and every step reads its rows of them (tensor slicing only).
+    """
 
     trunk: MoTStack
     layout: Layout
     valid: Bool[Tensor, "b n"] | None
+    engine: Engine | None = None
+    _tables: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False)
+
+    def tables(self, device: torch.device) -> tuple[Bool[Tensor, "#b n n"], Int[Tensor, "#b n"]]:
+        """The whole layout's mask [#b, n, n] and positions [#b, n] on ``device`` (built once)."""
+        if self._tables is None or self._tables[0].device != device:
+            valid = None if self.valid is None else self.valid.to(device)
+            mask = self.layout.mask(valid, device=device)
+            positions = self.layout.positions(valid).to(device)
+            if valid is None:  # shared by the batch: add the broadcast batch axis
+                mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
+            self._tables = (mask, positions)
+        return self._tables
 
     def run(
         self,
@@ -54,11 +73,19 @@ class BoundTrunk:
     ) -> dict[str, Tensor]:
         """Run the layout rows ``queries`` (the concatenation of ``parts`` in expert order);
         ``conds``: the conditioning vectors of adaptive-norm experts (`mot.MoTStack`)."""
-        device = next(iter(parts.values())).device
-        mask, positions = step_inputs(self.layout, self.valid, queries=queries, device=device)
-        if self.valid is None:  # shared by the batch: add the broadcast batch axis
-            mask, positions = mask.unsqueeze(0), positions.unsqueeze(0)
-        return self.run_with(parts, mask, positions, cache, update_cache=update_cache, conds=conds)
+        start, stop, step = queries.indices(self.layout.n)
+        if step != 1 or stop <= start:
+            raise ValueError(f"queries: expected a non-empty contiguous slice, got {queries}")
+        check_step_end(self.layout, stop)
+        mask, positions = self.tables(next(iter(parts.values())).device)
+        return self.run_with(
+            parts,
+            mask[:, start:stop, :stop],
+            positions[:, start:stop],
+            cache,
+            update_cache=update_cache,
+            conds=conds,
+        )
 
     def run_with(
         self,
@@ -76,16 +103,24 @@ class BoundTrunk:
         if missing:
             raise ValueError(f"parts: experts {missing} are not in the trunk {names}")
         xs = [parts.get(name) for name in names]
-        outs = self.trunk(
-            xs, positions, mask, cache=cache, update_cache=update_cache, conds=conds or None
-        )
+        run = self.trunk if self.engine is None else self.engine
+        outs = run(xs, positions, mask, cache=cache, update_cache=update_cache, conds=conds or None)
         return {name: out for name, out in zip(names, outs, strict=True) if name in parts}
 
     def new_cache(
         self, batch: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> KVCache:
-        """A cache for the whole layout (the read-only action rows need room after the fill)."""
-        return self.trunk.new_cache(batch, self.layout.n, device=device, dtype=dtype)
+        """A cache for the whole layout (the read-only action rows need room after the fill);
+        the engine's own, rewound, when there is one."""
+        if self.engine is None:
+            return self.trunk.new_cache(batch, self.layout.n, device=device, dtype=dtype)
+        param = next(self.trunk.parameters())
+        return self.engine.cache(
+            batch,
+            self.layout.n,
+            device=param.device if device is None else device,
+            dtype=param.dtype if dtype is None else dtype,
+        )
 
 
 class GenerationExpert:
