@@ -19,6 +19,7 @@ Example:
 import inspect
 import logging
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,7 +245,26 @@ class TextEmbedding(nn.Module):
 
     def forward(self, ids: Int[Tensor, "b n"]) -> Float[Tensor, "b n d"]:
         x = self.embed(ids)
-        return x * torch.tensor(math.sqrt(self.width), dtype=x.dtype, device=x.device)
+        # A Python scalar, not a device tensor built per call (a host-to-device copy, which
+        # synchronises the stream): the same product, since the scalar is exact in x's dtype.
+        return x * rounded_to(math.sqrt(self.width), x.dtype)
+
+
+def rounded_to(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to nearest-even in ``dtype`` (float64/32/16, bfloat16) as
+    ``torch.tensor(value, dtype=dtype)`` rounds it (through float32), in Python."""
+    if dtype == torch.float64:
+        return value
+    value = struct.unpack("<f", struct.pack("<f", value))[0]  # torch rounds via float32 too
+    if dtype == torch.float32:
+        return value
+    if dtype == torch.float16:
+        return struct.unpack("<e", struct.pack("<e", value))[0]
+    if dtype == torch.bfloat16:  # the top 16 bits of the float32, rounded to nearest even
+        bits = struct.unpack("<I", struct.pack("<f", value))[0]
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+    raise ValueError(f"dtype: expected a float dtype of 16 to 64 bits, got {dtype}")
 
 
 TEXT_TOKENIZERS: dict[str, Callable[..., TextTokenizer]] = {

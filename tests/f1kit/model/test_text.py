@@ -20,6 +20,7 @@ from f1kit.model.text import (
     TokenizedText,
     build_text_tokenizer,
     check_texts,
+    rounded_to,
 )
 
 SENTENCES = ["pick up the red block", "open the drawer", "push the blue button", "close it"]
@@ -251,3 +252,15 @@ def test_registry_builds_each_name(tmp_path: Path) -> None:
 def test_registry_errors_are_named(name: str, args: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_text_tokenizer(name, **args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_rounded_to_matches_torch_rounding(dtype):
+    """The embedding's Python normaliser equals the dtype tensor it replaced (no H2D copy)."""
+    g = torch.Generator().manual_seed(0)
+    values = [math.sqrt(w) for w in (16, 960, 1024, 2048, 3072)]
+    values += (torch.rand(4000, generator=g, dtype=torch.float64) * 200 - 100).tolist()
+    for value in values:
+        assert rounded_to(value, dtype) == torch.tensor(value, dtype=dtype).item(), value
+    with pytest.raises(ValueError, match="float dtype"):
+        rounded_to(1.0, torch.int32)
