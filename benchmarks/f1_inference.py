@@ -133,7 +133,7 @@ class Inputs:
 
     images: torch.Tensor  # uint8 [b, v, 3, S, S]
     history: torch.Tensor | None  # uint8 [b, t, v, 3, S, S] (F1 only)
-    texts: list[str]
+    texts: object  # the instructions' encoding (`Understanding.encode_text`)
     state: torch.Tensor  # [b, s]
     noise: torch.Tensor  # [b, c, a], fixed so the phased chunk can be checked against predict
 
@@ -152,7 +152,10 @@ def make_inputs(model: F1, args, cameras: int) -> Inputs:
     dtype = dtype_of(args.dtype)
     state = torch.randn(b, act.state_dim, generator=g).to(device, dtype)
     noise = torch.randn(b, act.chunk, act.action_dim, generator=g).to(device, dtype)
-    return Inputs(images, history, [INSTRUCTION] * b, state, noise)
+    # Tokenized once, on the device, as F1Policy keeps it (a per-call string would be tokenized
+    # on the host and copied over on every call).
+    texts = model.understanding.encode_text([INSTRUCTION] * b, device)
+    return Inputs(images, history, texts, state, noise)
 
 
 def shapes_of(model: F1, args, inputs: Inputs) -> dict:
