@@ -38,20 +38,103 @@ Conds = Mapping[str, Float[Tensor, "b _d"]]
 """Conditioning vectors of the adaptive-norm experts, by expert name ([b, width] each)."""
 
 
+QKV = ("q", "k", "v")
+"""The names Q/K/V are stored under: ``<block>.q.weight``, ``.k.weight``, ``.v.weight``."""
+
+
 class ExpertBlock(nn.Module):
-    """One expert's weights in one layer (names follow Gemma's decoder layer)."""
+    """One expert's weights in one layer (names follow Gemma's decoder layer).
+
+    Q, K and V are one fused ``qkv`` Linear (rows: Q's heads * e, then K's and V's kv_heads * e
+    each), so a forward does one matmul per expert instead of three. The state dict still holds
+    them split, as ``q.weight``, ``k.weight``, ``v.weight`` with their own shapes: every
+    checkpoint, importer and converted model directory uses those names. ``state_dict()`` gives
+    row views of the fused weight (writing into one writes the fused weight), and
+    ``load_state_dict`` (strict or not, ``assign`` or not) takes the three and concatenates them
+    (so an ``assign`` load copies these three into one tensor instead of keeping file views).
+    """
 
     def __init__(self, spec: ExpertSpec, config: MoTConfig) -> None:
         super().__init__()
         width, e = spec.width, config.head_dim
         self.adaptive = spec.norm == "adaptive"
         self.attn_norm = make_norm(spec, config)
-        self.q = nn.Linear(width, config.heads * e, bias=False)
-        self.k = nn.Linear(width, config.kv_heads * e, bias=False)
-        self.v = nn.Linear(width, config.kv_heads * e, bias=False)
+        self.qkv_sizes = (config.heads * e, config.kv_heads * e, config.kv_heads * e)
+        self.qkv = nn.Linear(width, sum(self.qkv_sizes), bias=False)
         self.o = nn.Linear(config.heads * e, width, bias=False)
         self.mlp_norm = make_norm(spec, config)
         self.mlp = MLP(width, spec.mlp_width, spec.mlp)
+        self.register_state_dict_post_hook(_store_qkv_split)
+        self.register_load_state_dict_pre_hook(_load_qkv_split)
+
+    def qkv_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Q's, K's and V's weights ([out, width] each): views of the fused weight's rows."""
+        q, k, v = self.qkv.weight.split(self.qkv_sizes, dim=0)
+        return q, k, v
+
+
+def _store_qkv_split(block: ExpertBlock, state: dict, prefix: str, metadata: object) -> None:
+    """State-dict hook: ``qkv.weight`` -> its row views ``q.weight``, ``k.weight``, ``v.weight``,
+    in its place (the block's entries are the last ones in ``state``: move those after it)."""
+    fused = prefix + "qkv.weight"
+    own = []
+    for key in reversed(state):
+        if not key.startswith(prefix):
+            break
+        own.append(key)
+    later = own[: own.index(fused)][::-1]
+    split = state.pop(fused).split(block.qkv_sizes, dim=0)
+    moved = [(key, state.pop(key)) for key in later]
+    state.update((f"{prefix}{name}.weight", t) for name, t in zip(QKV, split, strict=True))
+    state.update(moved)
+
+
+def _load_qkv_split(
+    block: ExpertBlock,
+    state: dict,
+    prefix: str,
+    metadata: object,
+    strict: bool,
+    missing: list[str],
+    unexpected: list[str],
+    errors: list[str],
+) -> None:
+    """Load-state-dict pre-hook: ``q.weight``, ``k.weight``, ``v.weight`` -> ``qkv.weight``.
+
+    A missing or mis-shaped one is reported under its own name, as strict loading reports any
+    key; a ``qkv.weight`` given as such is unexpected (the state dict has no such key). Given
+    only some of the three (a non-strict load), the fused weight keeps its rows of the others."""
+    fused = prefix + "qkv.weight"
+    if fused in state:
+        unexpected.append(fused)
+        del state[fused]
+    weight = block.qkv.weight
+    parts, given, bad = list(weight.detach().split(block.qkv_sizes, dim=0)), [], False
+    for i, name in enumerate(QKV):
+        key = f"{prefix}{name}.weight"
+        if key not in state:
+            missing.append(key)
+        elif state[key].shape != parts[i].shape:
+            errors.append(
+                f"size mismatch for {key}: copying a param with shape {state.pop(key).shape} "
+                f"from checkpoint, the shape in current model is {parts[i].shape}."
+            )
+            bad = True
+        else:
+            parts[i] = state.pop(key)
+            given.append(key)
+    if len(given) == len(QKV):
+        state[fused] = torch.cat(parts)
+    elif given and not bad and weight.is_meta:
+        errors.append(
+            f"{', '.join(given)}: cannot load part of Q/K/V into a model on the meta device "
+            "(they are one fused weight there): give all three"
+        )
+    elif given and not bad:
+        state[fused] = torch.cat([p.to(weight.device, weight.dtype) for p in parts])
+    # Nothing (complete) to load: give the fused Linear its own weight, so that what is missing
+    # is reported once, under the stored names above, and not again as qkv.weight.
+    state.setdefault(fused, weight.detach())
 
 
 def make_norm(spec: ExpertSpec, config: MoTConfig) -> RMSNorm | AdaptiveRMSNorm:
@@ -194,9 +277,12 @@ class MoTLayer(nn.Module):
                 normed.append(h)
             else:
                 normed.append(block.attn_norm(x))
-        q = torch.cat([block.q(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
-        k = torch.cat([block.k(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
-        v = torch.cat([block.v(h) for (_, block, _), h in zip(present, normed, strict=True)], dim=1)
+        # One fused Q/K/V matmul per expert, split, then each concatenated along the sequence.
+        fused = [
+            block.qkv(h).split(block.qkv_sizes, dim=-1)
+            for (_, block, _), h in zip(present, normed, strict=True)
+        ]
+        q, k, v = (torch.cat(parts, dim=1) for parts in zip(*fused, strict=True))
         q = apply_rope(rearrange(q, "b n (h e) -> b h n e", h=cfg.heads), cos, sin)
         k = apply_rope(rearrange(k, "b n (g e) -> b g n e", g=cfg.kv_heads), cos, sin)
         v = rearrange(v, "b n (g e) -> b g n e", g=cfg.kv_heads)

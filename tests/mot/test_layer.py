@@ -37,10 +37,11 @@ def _dense_reference(stack: MoTStack, x: torch.Tensor, mask: torch.Tensor) -> to
 
     for layer in stack.layers:
         p = layer.experts[name]
+        wq, wk, wv = p.qkv_weights()
         a = rms(x, p.attn_norm.weight)
-        q = rope((a @ p.q.weight.T).view(b, n, h, e).transpose(1, 2))
-        k = rope((a @ p.k.weight.T).view(b, n, g, e).transpose(1, 2))
-        v = (a @ p.v.weight.T).view(b, n, g, e).transpose(1, 2)
+        q = rope((a @ wq.T).view(b, n, h, e).transpose(1, 2))
+        k = rope((a @ wk.T).view(b, n, g, e).transpose(1, 2))
+        v = (a @ wv.T).view(b, n, g, e).transpose(1, 2)
         k, v = k.repeat_interleave(h // g, dim=1), v.repeat_interleave(h // g, dim=1)
         scores = (q @ k.transpose(-1, -2)) / e**0.5
         attn = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
@@ -98,10 +99,11 @@ def _xtransformers_encoder(stack: MoTStack) -> Encoder:
     state = {"rotary_pos_emb.inv_freq": encoder.rotary_pos_emb.inv_freq}
     for i, layer in enumerate(stack.layers):
         p, a, f = layer.experts[spec.name], f"layers.{2 * i}", f"layers.{2 * i + 1}"
+        wq, wk, wv = p.qkv_weights()
         state[f"{a}.0.0.g"] = p.attn_norm.weight - 1
-        state[f"{a}.1.to_q.weight"] = interleave(p.q.weight, h)[head_order].reshape(h * e, d)
-        state[f"{a}.1.to_k.weight"] = interleave(p.k.weight, g).reshape(g * e, d)
-        state[f"{a}.1.to_v.weight"] = p.v.weight
+        state[f"{a}.1.to_q.weight"] = interleave(wq, h)[head_order].reshape(h * e, d)
+        state[f"{a}.1.to_k.weight"] = interleave(wk, g).reshape(g * e, d)
+        state[f"{a}.1.to_v.weight"] = wv
         state[f"{a}.1.to_out.weight"] = p.o.weight.view(d, h, e)[:, head_order].reshape(d, h * e)
         state[f"{f}.0.0.g"] = p.mlp_norm.weight - 1
         state[f"{f}.1.ff.0.proj.weight"] = torch.cat((p.mlp.up.weight, p.mlp.gate.weight))
@@ -136,7 +138,7 @@ def test_dense_reference_detects_a_wrong_rope_convention() -> None:
     mask = torch.ones(6, 6, dtype=torch.bool)
     expected = _dense_reference(stack, x, mask)
     with torch.no_grad():  # rotate pairs (i, i + e/2) the other way round: a different model
-        w = stack.layers[0].experts["solo"].q.weight.view(2, 2, 4, 16)
+        w = stack.layers[0].experts["solo"].qkv_weights()[0].view(2, 2, 4, 16)
         w.copy_(w.flip(1))
     (out,) = stack([x], torch.arange(6), mask)
     assert not torch.allclose(out, expected, atol=1e-3)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from attention import ACTION, GENERATION, UNDERSTANDING, uga_layout
 from mot import MoTStack, paper_config, step_inputs
+from mot.layer import ExpertBlock
 from tests.mot.helpers import (
     expert_inputs,
     random_stack,
@@ -75,7 +76,13 @@ def test_without_the_mask_the_leak_shows() -> None:
 def _grads(stack: MoTStack, loss: torch.Tensor) -> dict[str, torch.Tensor | None]:
     stack.zero_grad(set_to_none=True)
     loss.backward()
-    return {n: p.grad for n, p in stack.named_parameters()}
+    grads = {n: p.grad for n, p in stack.named_parameters()}
+    for name, block in stack.named_modules():  # fused Q/K/V: their gradients under q, k, v
+        if isinstance(block, ExpertBlock):
+            g = grads.pop(f"{name}.qkv.weight")
+            split = (None,) * 3 if g is None else g.split(block.qkv_sizes)
+            grads.update({f"{name}.{w}.weight": t for w, t in zip("qkv", split, strict=True)})
+    return grads
 
 
 def _nonzero(grad: torch.Tensor | None) -> bool:
