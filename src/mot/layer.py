@@ -1,7 +1,8 @@
 """One Mixture-of-Transformers layer: per-expert weights, ONE joint attention (DESIGN.md s1).
 
 For each expert with tokens in this call (its tokens are one contiguous run, experts in config
-order): pre-norm, its own Q/K/V projections. The Q/K/V of all experts are concatenated along the
+order): pre-norm, its own Q/K/V projections (one fused matmul; stored as separate q, k, v
+tensors in checkpoints). The Q/K/V of all experts are concatenated along the
 sequence, rotated with one shared RoPE, and go through one `attention.attend` call under the
 caller's mask (the UGA mask for F1). The output is split back per expert: own output projection
 and residual, own post-attention norm + MLP and residual.
