@@ -53,6 +53,7 @@ def host_reads(*, forbid: bool = False) -> Iterator[HostReads]:
     """
     reads = HostReads()
     saved = {name: getattr(torch.Tensor, name) for name in READS}
+    own = {name for name in READS if name in vars(torch.Tensor)}  # the rest are inherited
 
     def patched(name: str):
         original = saved[name]
@@ -78,4 +79,7 @@ def host_reads(*, forbid: bool = False) -> Iterator[HostReads]:
         yield reads
     finally:
         for name, original in saved.items():
-            setattr(torch.Tensor, name, original)
+            if name in own:
+                setattr(torch.Tensor, name, original)
+            else:
+                delattr(torch.Tensor, name)

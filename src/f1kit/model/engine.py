@@ -55,6 +55,7 @@ class Engine:
         self.trunk = trunk
         self.mode = compile
         self._caches: dict[tuple, KVCache] = {}
+        self._owners: dict[int, object] = {}  # id(cache) -> the chunk that holds it now
         self._compiled = None
         if compile != "eager":
             limit = torch._dynamo.config.recompile_limit
@@ -76,9 +77,19 @@ class Engine:
             return self._compiled(*args, **kwargs)
 
     def cache(
-        self, batch: int, capacity: int, *, device: torch.device | str, dtype: torch.dtype
+        self,
+        batch: int,
+        capacity: int,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        owner: object,
     ) -> KVCache:
-        """The engine's empty KV cache of this shape, allocated on first use and then reused."""
+        """The engine's empty KV cache of this shape, allocated on first use and then reused.
+
+        owner: the chunk's `BoundTrunk`; the cache is its until a later chunk of the same shape
+        takes (and rewinds) it, after which `check_owner` refuses the earlier one.
+        """
         key = (batch, capacity, str(torch.device(device)), dtype)
         cache = self._caches.get(key)
         if cache is None:
@@ -89,7 +100,18 @@ class Engine:
                 torch._dynamo.mark_static_address(cache.v)
             self._caches[key] = cache
         cache.truncate(0)
+        self._owners[id(cache)] = owner
         return cache
+
+    def check_owner(self, cache: KVCache, owner: object) -> None:
+        """Raise if ``cache`` is this engine's and a later chunk than ``owner``'s took it."""
+        taken = self._owners.get(id(cache))
+        if taken is not None and taken is not owner:
+            raise ValueError(
+                "cache: a later chunk on the same Engine rewound this KV cache and filled it "
+                "with its own prefix; a (bound, cache) pair from F1.foresee / F1.start is valid "
+                "until the next chunk on its engine (use a second Engine to keep both)"
+            )
 
     def new_chunk(self) -> None:
         """Mark a new chunk for CUDA-graph trees (outputs of the previous one may be reused)."""

@@ -255,11 +255,14 @@ def rounded_to(value: float, dtype: torch.dtype) -> float:
     ``torch.tensor(value, dtype=dtype)`` rounds it (through float32), in Python."""
     if dtype == torch.float64:
         return value
-    value = struct.unpack("<f", struct.pack("<f", value))[0]  # torch rounds via float32 too
-    if dtype == torch.float32:
+    try:
+        value = struct.unpack("<f", struct.pack("<f", value))[0]  # torch rounds via float32 too
+        if dtype == torch.float16:
+            value = struct.unpack("<e", struct.pack("<e", value))[0]
+    except OverflowError:  # past the dtype's largest finite value: torch gives inf
+        return math.copysign(math.inf, value)
+    if dtype in (torch.float32, torch.float16):
         return value
-    if dtype == torch.float16:
-        return struct.unpack("<e", struct.pack("<e", value))[0]
     if dtype == torch.bfloat16:  # the top 16 bits of the float32, rounded to nearest even
         bits = struct.unpack("<I", struct.pack("<f", value))[0]
         bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16

@@ -51,6 +51,13 @@ class BoundTrunk:
     engine: Engine | None = None
     _tables: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.engine is not None and self.engine.trunk is not self.trunk:
+            raise ValueError(
+                "engine: it runs another model's trunk (an Engine is built on one model's "
+                "trunk: Engine(model.trunk))"
+            )
+
     def tables(self, device: torch.device) -> tuple[Bool[Tensor, "#b n n"], Int[Tensor, "#b n"]]:
         """The whole layout's mask [#b, n, n] and positions [#b, n] on ``device`` (built once)."""
         if self._tables is None or self._tables[0].device != device:
@@ -104,6 +111,8 @@ class BoundTrunk:
             raise ValueError(f"parts: experts {missing} are not in the trunk {names}")
         xs = [parts.get(name) for name in names]
         run = self.trunk if self.engine is None else self.engine
+        if self.engine is not None and cache is not None:
+            self.engine.check_owner(cache, self)
         outs = run(xs, positions, mask, cache=cache, update_cache=update_cache, conds=conds or None)
         return {name: out for name, out in zip(names, outs, strict=True) if name in parts}
 
@@ -120,6 +129,7 @@ class BoundTrunk:
             self.layout.n,
             device=param.device if device is None else device,
             dtype=param.dtype if dtype is None else dtype,
+            owner=self,
         )
 
 

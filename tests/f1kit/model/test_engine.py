@@ -19,6 +19,7 @@ from tests.f1kit.model.helpers import micro_model, random_batch
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     yield
     torch._dynamo.reset()
 
@@ -62,12 +63,32 @@ def test_history_codes_are_checked_once_at_the_boundary():
 
 def test_host_reads_counts_and_forbids():
     t = torch.tensor([1.0, 2.0])
+    before = dict(vars(torch.Tensor))
     with host_reads() as reads:
         float(t[0]), t.tolist(), bool(t.any())
     assert reads.count == 3
     with pytest.raises(HostReadError, match="read on the host"), host_reads(forbid=True):
         t.sum().item()
     assert t.sum().item() == 3.0  # restored
+    assert dict(vars(torch.Tensor)) == before  # inherited methods stay inherited
+
+
+def test_an_engine_serves_only_its_own_trunk():
+    model, other = micro_model(seed=0).eval(), micro_model(seed=1).eval()
+    with pytest.raises(ValueError, match="another model's trunk"):
+        _predict(model, random_batch(b=2), Engine(other.trunk))
+
+
+def test_a_chunk_rewound_by_a_later_one_is_refused():
+    """foresee's (bound, cache) is valid until the next chunk on its engine, and no longer."""
+    model = micro_model().eval()
+    engine, batch = Engine(model.trunk), random_batch(b=2)
+    prefix = model.encode_prefix(batch["images"], batch["task"], batch["history_codes"])
+    _, bound, cache = model.foresee(prefix, generator=0, engine=engine)
+    model.act(bound, cache, batch["state"])  # still its own
+    _predict(model, random_batch(b=2, seed=3), engine)  # takes and refills the same cache
+    with pytest.raises(ValueError, match="later chunk on the same Engine"):
+        model.act(bound, cache, batch["state"])
 
 
 def test_engine_reuses_its_caches_and_matches_fresh_ones():
@@ -94,12 +115,16 @@ def test_compiled_predict_has_no_graph_break_and_matches_eager(generation):
     batch = random_batch(b=2, generation=generation)
     ref = _predict(model, batch)
     engine = Engine(model.trunk, "default", backend="eager")
+    counters = torch._dynamo.utils.counters
     for _ in range(2):  # the second call replays the graphs
         pred = _predict(model, batch, engine)
         torch.testing.assert_close(pred.actions, ref.actions, rtol=1e-5, atol=1e-5)
         if generation:
             pairs = zip(pred.foresight, ref.foresight, strict=True)
             assert all(torch.equal(a, b) for a, b in pairs)
+        # one graph per step signature: the prefix pass (with the SOS), scales 2..4, a flow step
+        assert counters["stats"]["unique_graphs"] == (5 if generation else 2)
+    assert not counters["graph_break"]
 
 
 def _filled(model, batch):

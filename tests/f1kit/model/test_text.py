@@ -262,5 +262,8 @@ def test_rounded_to_matches_torch_rounding(dtype):
     values += (torch.rand(4000, generator=g, dtype=torch.float64) * 200 - 100).tolist()
     for value in values:
         assert rounded_to(value, dtype) == torch.tensor(value, dtype=dtype).item(), value
+    for value in (1e39, -1e300, 65520.0, math.inf, -math.inf):  # overflow: inf, as torch
+        assert rounded_to(value, dtype) == torch.tensor(value, dtype=dtype).item(), value
+    assert math.isnan(rounded_to(math.nan, dtype))
     with pytest.raises(ValueError, match="float dtype"):
         rounded_to(1.0, torch.int32)
