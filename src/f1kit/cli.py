@@ -128,7 +128,9 @@ def eval_expert(
 
 @app.command("eval")
 def eval_policy(
-    policy_dir: Path = typer.Argument(..., help="a saved policy (e.g. runs/f1/policy)"),
+    policy_dir: Path | None = typer.Argument(
+        None, help="a saved policy (e.g. runs/f1/policy); or --server"
+    ),
     tasks: str = typer.Option("reach-v3", help="MT10, MT50 or comma-separated task names"),
     episodes: int = typer.Option(10, help="held-out layouts per task"),
     max_steps: int = typer.Option(200, help="step cap per episode"),
@@ -139,29 +141,71 @@ def eval_policy(
     output: Path | None = typer.Option(
         None, help="also write the report (per-episode outcomes included) to this JSON file"
     ),
+    server: str | None = typer.Option(
+        None, help="HOST:PORT of an `f1kit serve`: act through it instead of a policy dir"
+    ),
+    delay_steps: int | None = typer.Option(
+        None,
+        help="with --server: act through the real-time loop with this simulated inference "
+        "delay in env steps (default: select_action, execute n of c, as in process)",
+    ),
+    threshold: float = typer.Option(0.5, help="with --delay-steps: ask at this chunk fraction"),
+    rtc_horizon: int = typer.Option(0, help="with --delay-steps: RTC over this many steps (0 off)"),
 ) -> None:
     """Evaluate a saved policy on held-out Meta-World layouts (success with 95 % intervals)."""
-    from f1kit.model import F1Policy
     from f1kit.sim import EvalConfig, evaluate
 
-    policy = F1Policy.from_pretrained(policy_dir, seed=policy_seed, embodiment=embodiment)
+    if (policy_dir is None) == (server is None):
+        raise typer.BadParameter("give a policy directory or --server HOST:PORT, not both")
+    if server is not None:
+        agent, cameras = _served_agent(server, delay_steps, threshold, rtc_horizon)
+    else:
+        from f1kit.model import F1Policy
+
+        agent = F1Policy.from_pretrained(policy_dir, seed=policy_seed, embodiment=embodiment)
+        cameras = agent.cameras
     try:
         config = EvalConfig(
             tasks=tasks,
             episodes=episodes,
             max_steps=max_steps,
             seed=seed,
-            cameras=policy.cameras,
+            cameras=cameras,
             size=image_size,
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    report = evaluate(policy, config)
+    report = evaluate(agent, config)
     _print_report(report)
     if output is not None:
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(json.dumps(report.as_dict(), indent=2))
         tmp.replace(output)  # atomic: never a half-written report
+
+
+def _served_agent(server: str, delay_steps: int | None, threshold: float, rtc_horizon: int):
+    """(agent, cameras) acting through the `f1kit serve` at HOST:PORT ($F1KIT_SERVE_TOKEN)."""
+    import os
+
+    from f1kit.serve import PolicyClient, ServedAgent
+    from flow import RTCConfig
+
+    host, sep, port = server.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT, got {server!r}", param_hint="--server")
+    rtc = None
+    if rtc_horizon:
+        rtc = RTCConfig(delay=min(delay_steps or 0, rtc_horizon), horizon=rtc_horizon)
+    client = PolicyClient(
+        host or "127.0.0.1",
+        int(port),
+        token=os.environ.get("F1KIT_SERVE_TOKEN") or None,
+        threshold=threshold,
+        rtc=rtc,
+        delay_steps=delay_steps or 0,
+    )
+    agent = client if delay_steps is None else ServedAgent(client)
+    return agent, tuple(client.spec["cameras"])
 
 
 @app.command("compare")
@@ -199,6 +243,64 @@ def _print_report(report) -> None:  # an f1kit.sim.EvalReport (imported lazily)
             f"rate {r.rate:.2f}  95% CI [{r.ci_low:.2f}, {r.ci_high:.2f}]"
         )
     typer.echo(json.dumps(report.as_dict()))
+
+
+@app.command()
+def serve(
+    policy_dir: Path = typer.Argument(..., help="a saved policy (e.g. runs/f1/policy)"),
+    host: str = typer.Option("127.0.0.1", help="bind address (beyond loopback: a token)"),
+    port: int = typer.Option(8765, help="TCP port (0: any free one, printed)"),
+    device: str = typer.Option("auto", help="auto (cuda when there is one), cpu, cuda, cuda:1"),
+    dtype: str | None = typer.Option(None, help="cast the weights, e.g. bfloat16"),
+    compile: str = typer.Option(
+        "eager", help="eager, default, reduce-overhead (CUDA graphs) or max-autotune"
+    ),
+    token_file: Path | None = typer.Option(
+        None, help="a file holding the token clients must send (else $F1KIT_SERVE_TOKEN)"
+    ),
+    fps: float | None = typer.Option(None, help="the robot's control rate, told to clients"),
+    seed: int = typer.Option(0, help="seed of each connection's foresight and flow draws"),
+) -> None:
+    """Serve a saved policy to robot clients over websockets (docs/deploy.md)."""
+    import logging
+    import os
+
+    import torch
+
+    from f1kit.model import F1Policy
+    from f1kit.model.engine import COMPILE_MODES
+    from f1kit.serve import PolicyServer, ServeError
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if compile not in COMPILE_MODES:
+        raise typer.BadParameter(f"expected one of {COMPILE_MODES}", param_hint="--compile")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cast = None
+    if dtype is not None:
+        cast = getattr(torch, dtype, None)
+        if not isinstance(cast, torch.dtype) or not cast.is_floating_point:
+            raise typer.BadParameter(f"expected a float dtype such as bfloat16, got {dtype!r}")
+    token = os.environ.get("F1KIT_SERVE_TOKEN") or None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip() or None
+        except OSError as err:
+            raise typer.BadParameter(str(err), param_hint="--token-file") from None
+    policy = F1Policy.from_pretrained(policy_dir, device=device, dtype=cast, seed=seed)
+    try:
+        server = PolicyServer(
+            policy,
+            host=host,
+            port=port,
+            token=token,
+            fps=fps,
+            compile=compile,  # type: ignore[arg-type]
+        )
+    except ServeError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    server.serve_forever()
 
 
 @app.command()

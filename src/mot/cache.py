@@ -9,7 +9,10 @@ One K and one V buffer for all layers, ``[depth, b, g, capacity, e]``, and a fil
   so the next step overwrites the same scratch slots. Neither copies the cached part.
 
 The buffers are written in place, which autograd cannot differentiate through across steps, so
-cached forwards are inference-only: run them under ``torch.no_grad()`` or ``inference_mode()``.
+forwards that keep their K/V are inference-only: run them under ``torch.no_grad()`` or
+``inference_mode()``. A read-only step may be differentiated (real-time chunking takes a
+vector-Jacobian product through the action steps, `flow.rtc`): with autograd recording, its K/V
+are concatenated to the cached ones instead of written, and keeping them is refused.
 
 Example:
     >>> cache = KVCache(depth=2, batch=1, kv_heads=1, capacity=32, head_dim=8)
@@ -53,6 +56,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        self._unwritten = 0  # tokens of a differentiable step that were not written
 
     @property
     def depth(self) -> int:
@@ -90,11 +94,6 @@ class KVCache:
 
         The pointer does not move (``advance`` does, once all layers have run).
         """
-        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
-            raise KVCacheError(
-                "KVCache: cached forwards are inference-only (the buffers are written in "
-                "place); run them under torch.no_grad() or torch.inference_mode()"
-            )
         if k.shape[1:2] + k.shape[3:] != self.k.shape[2:3] + self.k.shape[4:]:
             raise KVCacheError(
                 f"KVCache k: expected [b, {self.k.shape[2]}, m, {self.k.shape[4]}], "
@@ -102,6 +101,12 @@ class KVCache:
             )
         m = k.shape[2]
         self.check_step(m, k.shape[0])
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            # Differentiable read-only step: nothing written, so `advance` must refuse it.
+            self._unwritten = m
+            kept_k, kept_v = self.kv(layer)
+            return torch.cat([kept_k, k], dim=2), torch.cat([kept_v, v], dim=2)
+        self._unwritten = 0
         stop = self.length + m
         self.k[layer, :, :, self.length : stop] = k
         self.v[layer, :, :, self.length : stop] = v
@@ -115,6 +120,12 @@ class KVCache:
 
     def advance(self, tokens: int) -> None:
         """Keep the last step's ``tokens`` K/V: move the fill pointer past them."""
+        if self._unwritten:
+            self._unwritten = 0
+            raise KVCacheError(
+                "KVCache: forwards that keep their K/V are inference-only (the buffers are "
+                "written in place); run them under torch.no_grad() or torch.inference_mode()"
+            )
         if tokens < 0 or tokens > self.free:
             raise KVCacheError(f"KVCache advance: expected 0..{self.free} tokens, got {tokens}")
         self.length += tokens
@@ -124,3 +135,4 @@ class KVCache:
         if not 0 <= length <= self.length:
             raise KVCacheError(f"KVCache truncate: expected 0..{self.length}, got {length}")
         self.length = length
+        self._unwritten = 0

@@ -155,3 +155,28 @@ def test_truncate_lets_a_new_foresight_reuse_the_prefix() -> None:
         other = stack([None, g[:, 1:] + 1, None], pos, mask, cache=cache)[1]
     assert torch.equal(first, again)
     assert not torch.allclose(first, other)  # counter-case: other scale inputs, other outputs
+
+
+def test_a_read_only_step_can_be_differentiated_without_touching_the_cache() -> None:
+    """Real-time chunking's vector-Jacobian product: a read-only action step with autograd on
+    equals the no-grad step, gives input gradients, and writes nothing into the cache."""
+    cfg = tiny_config()
+    stack = random_stack(cfg, 0)
+    layout = uga_layout(prefix=5, history=2, scales=(1, 2), state=1, actions=3)
+    u, g, a = expert_inputs(layout, cfg, 2)
+    with torch.no_grad():
+        outs, cache = _incremental(stack, layout, u, g, None, [a])
+    before = (cache.k.clone(), cache.v.clone(), cache.length)
+    mask, pos = step_inputs(layout, None, queries=layout.expert_slice("action"))
+    x = a.clone().requires_grad_(True)
+    out = stack([None, None, x], pos, mask, cache=cache, update_cache=False)[2]
+    torch.testing.assert_close(out, outs["action"][0], rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    assert grad.abs().sum() > 0
+    assert torch.equal(cache.k, before[0]) and torch.equal(cache.v, before[1])
+    assert cache.length == before[2]
+    with pytest.raises(KVCacheError, match="inference-only"):  # keeping a graph is refused
+        stack([None, None, x], pos, mask, cache=cache)
+    with torch.no_grad():  # and the refusal left the cache usable
+        again = stack([None, None, a], pos, mask, cache=cache, update_cache=False)[2]
+    torch.testing.assert_close(again, outs["action"][0], rtol=0, atol=0)

@@ -26,6 +26,7 @@ from attention import UNDERSTANDING
 from f1kit.model.codes import history_tokens, tokenizer
 from f1kit.model.engine import Engine
 from f1kit.model.trunk import ActionExpert, BoundTrunk, GenerationExpert
+from flow import RTCGuide
 from mot import KVCache
 
 if TYPE_CHECKING:  # f1.py imports this module
@@ -130,8 +131,14 @@ def act(
     *,
     generator: torch.Generator | None = None,
     noise: Float[Tensor, "b c a"] | None = None,
+    guide: RTCGuide | None = None,
 ) -> Float[Tensor, "b c a"]:
-    """Integrate the flow from noise (tau = 0) to a chunk, every step reading the cache."""
+    """Integrate the flow from noise (tau = 0) to a chunk, every step reading the cache.
+
+    guide: real-time chunking (`flow.rtc`): the previous chunk's remaining actions, in the
+        model's (data-normalised) units, softly inpainted into this chunk's first steps; each
+        flow step then also takes one backward pass through the action rows (not the cache).
+    """
     head = model.action_head
     check_state(model, state)
     return head.sample(
@@ -140,6 +147,7 @@ def act(
         generator=generator,
         noise=noise,
         network=ActionExpert(bound, cache),
+        guide=guide,
     ).sample
 
 
@@ -155,12 +163,14 @@ def predict(
     noise: Float[Tensor, "b c a"] | None = None,
     engine: Engine | None = None,
     check_codes: bool = True,
+    guide: RTCGuide | None = None,
 ) -> Prediction:
     """One chunk: prefix pass, the foresight scales (G models), the action flow.
 
     engine: runs the trunk (`engine.Engine`: compiled or eager, KV caches kept across calls);
         None = eager with fresh caches. Either way the steps read no device tensor on the host.
     check_codes: see `encode_prefix` (the one host read of a call, when True).
+    guide: real-time chunking of the action flow (see `act`).
     """
     check_state(model, state)
     if engine is not None:
@@ -171,7 +181,7 @@ def predict(
         bound, cache = start(model, prefix, engine=engine)
     else:
         foresight, bound, cache = foresee(model, prefix, generator=generator, engine=engine)
-    actions = act(model, bound, cache, state, generator=generator, noise=noise)
+    actions = act(model, bound, cache, state, generator=generator, noise=noise, guide=guide)
     return Prediction(actions, foresight)
 
 

@@ -36,10 +36,11 @@ from einops import rearrange
 from jaxtyping import Float, UInt8
 from torch import Tensor
 
-from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor
+from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor, UnnormalizeStep
 from f1kit.model.engine import CompileMode, Engine
 from f1kit.model.f1 import F1
 from f1kit.model.text import TokenizedText, check_texts
+from flow import RTCGuide
 
 
 class F1Policy:
@@ -113,6 +114,17 @@ class F1Policy:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def step(self) -> int:
+        """The current env step of the episode (-1 before its first `observe`)."""
+        return self._step
+
+    @property
+    def last_observation(self) -> dict | None:
+        """The observation `observe` last recorded (None since `reset`): passing it to
+        `predict_action_chunk` plans at the current step without recording it again."""
+        return self._observed
 
     def reset(self) -> None:
         """Start an episode: empty action queue and frame history, reseeded draws."""
@@ -247,14 +259,18 @@ class F1Policy:
     # ---- acting -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict_action_chunk(self, observation: dict) -> Float[Tensor, "b c a"]:
+    def predict_action_chunk(
+        self, observation: dict, rtc: RTCGuide | None = None
+    ) -> Float[Tensor, "b c a"]:
         """A chunk of raw-unit actions [b, c, a] at the current env step (a = the data's action
         dims when there is a postprocessor). ``observation`` is recorded first unless it is the
-        one `observe` last saw."""
+        one `observe` last saw. ``rtc``: real-time chunking, the previous chunk's remaining
+        raw-unit actions [b, p, a] from this step on as a guided prefix (`flow.rtc`)."""
         if observation is not self._observed:
             self.observe(observation)
         assert self._now is not None  # observe() set it
         images, state, texts, embodiment = self._now
+        guide = None if rtc is None else self._model_units(rtc, embodiment)
         # The history codes come from the model's own tokenizer: no range check (host read).
         prediction = self.model.predict(
             images,
@@ -264,6 +280,7 @@ class F1Policy:
             generator=self._generator,
             engine=self.engine,
             check_codes=False,
+            guide=guide,
         )
         actions = prediction.actions.float()
         if self.postprocessor is not None:
@@ -271,6 +288,20 @@ class F1Policy:
         if self.decode and prediction.foresight is not None:
             self._foresight = self.model.decode_foresight(prediction.foresight).cpu().numpy()
         return actions
+
+    def _model_units(self, rtc: RTCGuide, embodiment: dict) -> RTCGuide:
+        """``rtc`` with its raw-unit prefix normalised as the training data's actions were."""
+        prefix = rtc.prefix.to(self.device, torch.float32)
+        if self.postprocessor is not None:
+            step = self.postprocessor.step(UnnormalizeStep)
+            norm = step.normalizer(step.embodiment(embodiment), ACTION)
+            if norm is not None:
+                if prefix.shape[-1] != norm.dim:
+                    raise ValueError(
+                        f"rtc.prefix: expected {norm.dim} action dims, got {prefix.shape[-1]}"
+                    )
+                prefix = norm(prefix)
+        return RTCGuide(prefix, rtc.config)
 
     def select_action(self, observation: dict) -> np.ndarray:
         """The next action of the current chunk; a new chunk every ``execute`` steps.

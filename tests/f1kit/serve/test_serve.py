@@ -1,0 +1,246 @@
+"""f1kit serve: handshake, round trips equal to the in-process policy, refusals, tokens, drops.
+
+Everything runs on 127.0.0.1 with a free port, each test bounded by the client's timeout.
+"""
+
+import pickle
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+from websockets.sync.client import connect
+
+from f1kit.data import POSTPROCESSOR, PREPROCESSOR, NormalizeStep, Processor, UnnormalizeStep
+from f1kit.model import F1Policy
+from f1kit.serve import (
+    PROTOCOL,
+    PolicyClient,
+    PolicyServer,
+    ServedAgent,
+    ServeError,
+    ServerError,
+    WireError,
+    decode,
+    encode,
+)
+from f1kit.sim import EvalConfig, evaluate  # sets MUJOCO_GL before anything imports MuJoCo
+from flow import Normalizer, RTCConfig, RTCGuide
+from tests.f1kit.model.helpers import micro_model
+
+TIMEOUT = 20.0
+
+
+def _observation(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "observation.images.corner": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        "observation.state": rng.normal(size=(4,)).astype(np.float32),
+        "task": "reach the goal",
+    }
+
+
+def _policy(generation: bool = True) -> F1Policy:
+    state = Normalizer(torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.ones(4) * 2, "mean_std")
+    action = Normalizer(torch.tensor([0.5, 0.0, -0.5, 0.2]), torch.ones(4) * 3, "mean_std")
+    pre = NormalizeStep({"observation.state": "mean_std"}, {"arm": {"observation.state": state}})
+    post = UnnormalizeStep({"action": "mean_std"}, {"arm": {"action": action}})
+    return F1Policy(
+        micro_model(generation).eval(),
+        preprocessor=Processor([pre], PREPROCESSOR),
+        postprocessor=Processor([post], POSTPROCESSOR),
+        seed=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def served():
+    policy = _policy()
+    with PolicyServer(policy, port=0) as server:
+        yield policy, server
+
+
+def _client(server: PolicyServer, **kwargs) -> PolicyClient:
+    return PolicyClient("127.0.0.1", server.port, timeout=TIMEOUT, **kwargs)
+
+
+def test_handshake_describes_the_policy(served):
+    policy, server = served
+    with _client(server) as client:
+        spec = client.spec
+    cfg = policy.model.config.action
+    assert spec["cameras"] == ["corner"] and spec["foresight"] is True
+    assert (spec["chunk"], spec["execute"], spec["state_dim"]) == (cfg.chunk, cfg.execute, 4)
+    assert spec["action_dims"] == {"arm": 4} and spec["image_size"] == 32
+    assert client.server["protocol"] == PROTOCOL
+
+
+def test_round_trip_equals_the_in_process_policy(served):
+    """Same seed, same observations: the same chunks and the same select_action actions."""
+    _, server = served
+    local = _policy()
+    observations = [_observation(i) for i in range(5)]
+    with _client(server, foresight=True) as client:
+        chunk = client.predict_action_chunk(observations[0])
+        expected = local.predict_action_chunk(observations[0])[0].numpy()
+        np.testing.assert_array_equal(chunk, expected)
+        assert client.last_foresight is not None and client.last_foresight.dtype == np.uint8
+        client.reset()
+        local.reset()
+        remote = [client.select_action(o) for o in observations]
+    mine = [local.select_action(o) for o in observations]
+    for a, b in zip(remote, mine, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda o: o.pop("observation.state"), "missing 'observation.state'"),
+        (lambda o: o.update({"observation.images.corner": np.zeros((5, 5), np.uint8)}), "corner"),
+        (lambda o: o["observation.state"].__setitem__(0, np.nan), "NaN"),
+        (lambda o: o.pop("task"), "task"),
+    ],
+)
+def test_bad_observations_are_refused_and_the_connection_keeps_serving(served, change, message):
+    _, server = served
+    with _client(server) as client:
+        bad = _observation(0)
+        change(bad)
+        with pytest.raises(ServerError, match=message):
+            client.predict_action_chunk(bad)
+        assert client.predict_action_chunk(_observation(1)).shape == (3, 4)
+
+
+def test_a_pickle_or_garbage_frame_is_refused_not_loaded(served):
+    _, server = served
+
+    class Boom:  # would run on unpickling
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickle executed')",))
+
+    with connect(f"ws://127.0.0.1:{server.port}", open_timeout=TIMEOUT) as ws:
+        ws.send(encode({"type": "hello", "version": PROTOCOL, "id": 0}))
+        assert decode(ws.recv(timeout=TIMEOUT))["type"] == "ready"
+        for frame in (pickle.dumps({"type": "predict", "x": Boom()}), b"\xc1", "text"):
+            ws.send(frame)
+            reply = decode(ws.recv(timeout=TIMEOUT))
+            assert reply["type"] == "error" and "frame" in reply["message"]
+        ws.send(encode({"type": "reset", "id": 1}))  # still served
+        assert decode(ws.recv(timeout=TIMEOUT)) == {"type": "ok", "id": 1}
+
+
+def test_wire_refuses_what_it_cannot_type():
+    with pytest.raises(WireError, match="dtype"):
+        encode({"type": "x", "a": np.array(["text"], dtype=object)})
+    with pytest.raises(WireError, match="plain data"):
+        encode({"type": "x", "a": object()})
+    ok = decode(encode({"type": "x", "a": np.arange(6, dtype=np.int32).reshape(2, 3)}))
+    assert ok["a"].dtype == np.int32 and ok["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(WireError, match="limit"):
+        decode(encode({"type": "x", "a": np.zeros(100, np.uint8)}), max_frame=50)
+
+
+def test_a_token_is_required_beyond_loopback_and_checked():
+    policy = _policy(generation=False)
+    with pytest.raises(ServeError, match="token"):
+        PolicyServer(policy, host="0.0.0.0", port=0)
+    with PolicyServer(policy, port=0, token="s3cret") as server:
+        with pytest.raises(ServerError, match="token"):
+            _client(server)
+        with pytest.raises(ServerError, match="token"):
+            PolicyClient("127.0.0.1", server.port, token="wrong", timeout=TIMEOUT)
+        with PolicyClient("127.0.0.1", server.port, token="s3cret", timeout=TIMEOUT) as client:
+            assert client.predict_action_chunk(_observation(0)).shape == (3, 4)
+
+
+def test_a_client_that_drops_mid_request_leaks_nothing(served):
+    _, server = served
+    before = server.connections
+    ws = connect(f"ws://127.0.0.1:{server.port}", open_timeout=TIMEOUT).__enter__()
+    ws.send(encode({"type": "hello", "version": PROTOCOL, "id": 0}))
+    decode(ws.recv(timeout=TIMEOUT))
+    ws.send(encode({"type": "observe", "id": 1, "observation": _observation(0)}))
+    ws.send(encode({"type": "predict", "id": 2}))
+    ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a close handshake
+    ws.socket.close()
+    deadline = time.monotonic() + TIMEOUT
+    while server.connections > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.connections == before
+    with _client(server) as client:  # the others are still served
+        assert client.predict_action_chunk(_observation(2)).shape == (3, 4)
+
+
+def test_async_loop_plans_ahead_and_merges(served):
+    """observe/action: a new chunk is asked for at the threshold; its past steps are dropped."""
+    _, server = served
+    with _client(server, threshold=0.5) as client:
+        client.reset()
+        actions = []
+        for step in range(7):
+            client.observe(_observation(step))
+            actions.append(client.action())
+        assert all(a.shape == (4,) for a in actions)
+        assert client._acted == 7 and all(t >= 7 for t in client._plan)
+
+
+def test_rtc_pulls_the_new_chunk_towards_the_prefix():
+    """In process and through the server: the guided chunk's first steps move to the prefix."""
+    policy = _policy()
+    observation = _observation(0)
+    free = policy.predict_action_chunk(observation)[0]
+    target = free + 2.0  # raw units: the policy normalises the prefix as its data
+    config = RTCConfig(delay=2, horizon=2, max_guidance=10.0)
+    policy.reset()
+    guided = policy.predict_action_chunk(observation, rtc=RTCGuide(target[None, :2], config))[0]
+    assert (guided[:2] - target[:2]).abs().mean() < 0.5 * (free[:2] - target[:2]).abs().mean()
+
+    with PolicyServer(_policy(), port=0) as server, _client(server, rtc=config) as client:
+        client._call({"type": "observe", "observation": observation})  # step 0, no auto-request
+        client._step = 0
+        client._plan = {0: target[0].numpy(), 1: target[1].numpy()}  # the old chunk's plan
+        request = client._predict_request()
+        assert request["rtc"]["prefix"].shape == (2, 4) and request["rtc"]["horizon"] == 2
+        reply = client._call(request)
+        np.testing.assert_allclose(reply["actions"], guided.numpy(), rtol=1e-4, atol=1e-4)
+        request["rtc"]["prefix"][0, 0] = np.nan
+        with pytest.raises(ServerError, match="NaN"):
+            client._call(request)
+
+
+class _Recorder:
+    def __init__(self, policy) -> None:
+        self.policy, self.actions = policy, []
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def select_action(self, observation):
+        action = np.asarray(self.policy.select_action(observation), dtype=np.float32)
+        self.actions.append(action)
+        return action
+
+
+@pytest.mark.sim
+def test_closed_loop_through_the_server_equals_in_process():
+    """Meta-World through PolicyClient.select_action, no delay: every action the in-process
+    policy takes on the same layouts; with a delay the real-time loop runs to the end."""
+    pytest.importorskip("metaworld")
+    config = EvalConfig(tasks=("reach-v3",), episodes=2, max_steps=12, size=64)
+    local = _Recorder(_policy())
+    reference = evaluate(local, config, progress=False)
+    with PolicyServer(_policy(), port=0) as server:
+        with _client(server) as client:
+            remote = _Recorder(client)
+            served = evaluate(remote, config, progress=False)
+        rtc = RTCConfig(delay=1, horizon=2)
+        with _client(server, threshold=0.75, rtc=rtc, delay_steps=1) as client:
+            delayed = evaluate(ServedAgent(client), config, progress=False)
+            assert client.requests >= 2 * 12 // 3  # a chunk at least every 3 of 12 steps
+    assert len(local.actions) == len(remote.actions) == 24
+    for a, b in zip(local.actions, remote.actions, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert served.tasks["reach-v3"].outcomes == reference.tasks["reach-v3"].outcomes
+    assert delayed.tasks["reach-v3"].episodes == 2
