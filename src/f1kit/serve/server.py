@@ -180,7 +180,7 @@ class PolicyServer:
             for frame in ws:
                 ws.send(encode(self._reply(session, frame)))
         except ConnectionClosed:
-            log.info("client %s went away", ws.remote_address)
+            log.info("client %s went away", ws.id)
         finally:
             self.connections -= 1
 
