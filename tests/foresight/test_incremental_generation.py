@@ -6,14 +6,12 @@ generation through it draws exactly the tokens the full recomputation drew; and 
 read is a device -> host sync on a GPU).
 """
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import torch
 from jaxtyping import TypeCheckError
 from torch import Tensor
 
+from f1kit.host_reads import HostReadError, host_reads
 from foresight import IncrementalScaleTokenizer, MultiScaleVQVAE, ScaleTokenizer
 from foresight.scales import check_code_range, check_pyramid
 from tests.foresight.generator_helpers import QuantizerTokenizer, tiny_generator
@@ -21,39 +19,6 @@ from tests.foresight.helpers import tiny_model
 
 SCALES = (1, 2, 3, 4)
 VOCAB, LATENT = 32, 8
-
-# Every Python-level way of reading a tensor's values on the host.
-HOST_READS = ("item", "tolist", "numpy", "__int__", "__float__", "__bool__", "__index__")
-
-
-class HostReadError(AssertionError):
-    pass
-
-
-@contextlib.contextmanager
-def no_host_reads() -> Iterator[list[str]]:
-    """Make every host read of a tensor raise inside the block (the originals come back after);
-    yields the list of reads attempted, in case a caller swallowed the error."""
-    seen: list[str] = []
-    saved = {name: torch.Tensor.__dict__.get(name) for name in HOST_READS}
-
-    def refuse(name: str):
-        def read(self, *args, **kwargs):
-            seen.append(name)
-            raise HostReadError(f"host read: Tensor.{name} on {tuple(self.shape)}")
-
-        return read
-
-    for name in HOST_READS:
-        setattr(torch.Tensor, name, refuse(name))
-    try:
-        yield seen
-    finally:
-        for name, original in saved.items():
-            if original is None:
-                delattr(torch.Tensor, name)  # it lived on the C base class: uncover it
-            else:
-                setattr(torch.Tensor, name, original)
 
 
 class FullRecompute:
@@ -153,7 +118,7 @@ def test_code_range_is_checked_by_default_and_skipped_on_request() -> None:
     with pytest.raises(ValueError, match=rf"scale 0: expected codes in \[0, {VOCAB}\)"):
         vae.next_scale_inputs(None, tokens[0] - VOCAB, 0)
     # check=False: the caller vouches for the codes; valid ones give the same result unread
-    with no_host_reads():
+    with host_reads(forbid=True):
         unchecked = vae.teacher_forcing_inputs(tokens, check=False)
         recon = vae.running_reconstruction(tokens, check=False)
         step = vae.next_scale_inputs(None, tokens[0], 0, check=False)
@@ -236,13 +201,12 @@ def test_cached_generation_reads_nothing_back_from_the_device() -> None:
     gen = tiny_generator(SCALES, vocab_size=VOCAB, latent_dim=LATENT)
     ctx = torch.randn(2, 3, 16, dtype=torch.float64)
     # first call of all (cold: nothing cached by an earlier call may hide a read)
-    with no_host_reads() as seen:
+    with host_reads(forbid=True):  # any read raises
         tokens = gen.generate(ctx, vae, generator=0, top_k=8, top_p=0.9).tokens
-    assert seen == []
     expected = gen.generate(ctx, vae, generator=0, top_k=8, top_p=0.9).tokens
     assert all(map(torch.equal, tokens, expected))
     # the guard works: the full recomputation validates the codes on the host every scale
-    with pytest.raises(HostReadError), no_host_reads():
+    with pytest.raises(HostReadError), host_reads(forbid=True):
         gen.generate(ctx, FullRecompute(vae), generator=0)
     assert torch.tensor(3).item() == 3  # and the patched methods are restored after the block
     assert bool(torch.tensor(True)) and int(torch.tensor(2)) == 2
