@@ -157,8 +157,16 @@ def eval_policy(
 
     if (policy_dir is None) == (server is None):
         raise typer.BadParameter("give a policy directory or --server HOST:PORT, not both")
+    if delay_steps is None and (rtc_horizon or threshold != 0.5):
+        raise typer.BadParameter("--threshold / --rtc-horizon act with --delay-steps only")
     if server is not None:
-        agent, cameras = _served_agent(server, delay_steps, threshold, rtc_horizon)
+        from f1kit.serve import ServerError
+
+        try:
+            agent, cameras = _served_agent(server, delay_steps, threshold, rtc_horizon)
+        except (OSError, ServerError) as err:
+            typer.echo(f"--server {server}: {err}", err=True)
+            raise typer.Exit(1) from None
     else:
         from f1kit.model import F1Policy
 
@@ -284,9 +292,11 @@ def serve(
     token = os.environ.get("F1KIT_SERVE_TOKEN") or None
     if token_file is not None:
         try:
-            token = token_file.read_text().strip() or None
+            token = token_file.read_text().strip()
         except OSError as err:
             raise typer.BadParameter(str(err), param_hint="--token-file") from None
+        if not token:
+            raise typer.BadParameter(f"{token_file} is empty", param_hint="--token-file")
     policy = F1Policy.from_pretrained(policy_dir, device=device, dtype=cast, seed=seed)
     try:
         server = PolicyServer(

@@ -106,6 +106,13 @@ class PolicyClient:
             raise
         self.spec: dict = ready["policy"]
         self.server: dict = ready["server"]
+        if rtc is not None and rtc.delay > int(threshold * self.spec["chunk"]):
+            log.warning(
+                "rtc: a chunk is asked for when %d planned actions are left, fewer than the RTC "
+                "delay %d: RTC will not guide (raise threshold)",
+                int(threshold * self.spec["chunk"]),
+                rtc.delay,
+            )
         self.last_foresight: np.ndarray | None = None
         self.stalls = 0  # action() calls that waited for a chunk (not an episode's first)
         self.requests = 0  # chunks asked for
@@ -215,12 +222,25 @@ class PolicyClient:
         self._plan: dict[int, np.ndarray] = {}
         self._inflight: Future | None = None
         self._inflight_step = -1
+        self._observed: list[Future] = []  # observe requests not yet known to have succeeded
         self._queue: deque[np.ndarray] = deque()
         self.server_ms = float("nan")
 
     def observe(self, observation: dict) -> None:
-        """Send one env step (no wait for the server) and ask for a chunk when the plan is low."""
-        self._send({"type": "observe", "observation": _plain(observation)})
+        """Send one env step (no wait for the server) and ask for a chunk when the plan is low.
+
+        One robot (unbatched observations). A step the server refuses raises `ServerError` at
+        the next ``observe`` or ``action`` (it is checked without waiting); ``reset()`` then
+        starts over on both sides.
+        """
+        self._check_observed()
+        images = [v for k, v in observation.items() if k.startswith("observation.images.")]
+        if any(np.ndim(v) == 4 for v in images):
+            raise ValueError(
+                "observation: the observe/action loop drives one robot: unbatched (H, W, 3) "
+                "frames (predict_action_chunk and select_action take batches)"
+            )
+        self._observed.append(self._send({"type": "observe", "observation": _plain(observation)}))
         self._step += 1
         self._absorb()
         left = sum(1 for t in self._plan if t >= self._step)
@@ -231,6 +251,7 @@ class PolicyClient:
     def action(self) -> np.ndarray:
         """The action of the next env step; waits only when no planned action is left for it."""
         step = self._acted
+        self._check_observed()
         self._absorb()
         if step not in self._plan:
             if step > 0:
@@ -251,6 +272,19 @@ class PolicyClient:
                 chosen = action
         return chosen
 
+    def _check_observed(self, wait: bool = False) -> None:
+        """Raise if the server refused an observed step (checks the answered ones, or waits)."""
+        pending = []
+        for future in self._observed:
+            if not (wait or future.done()):
+                pending.append(future)
+                continue
+            try:
+                self._result(future)
+            except ServerError as err:
+                raise ServerError(f"observe refused: {err}; reset() to start over") from None
+        self._observed = pending
+
     def _absorb(self, wait: bool = False) -> None:
         """Merge the in-flight chunk into the plan once it has arrived (or wait for it).
 
@@ -264,7 +298,13 @@ class PolicyClient:
             return
         future, start = self._inflight, self._inflight_step
         self._inflight = None
-        chunk = self._chunk(self._result(future))
+        self._check_observed(wait=True)  # answered before the chunk: a refusal shows first
+        reply = self._result(future)
+        if reply["step"] != start:  # the server's step count must be ours
+            raise ServerError(
+                f"chunk planned at server step {reply['step']}, expected {start}; reset()"
+            )
+        chunk = self._chunk(reply)
         for i, action in enumerate(chunk):
             t = start + i
             if t < self._acted:

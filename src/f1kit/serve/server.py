@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = 1
 DEFAULT_PORT = 8765
+HELLO_MAX = 4096  # bytes: a hello is decoded before its token is checked, so it stays small
 
 
 class ServeError(ValueError):
@@ -118,6 +119,7 @@ class PolicyServer:
         token: str | None = None,
         fps: float | None = None,
         compile: CompileMode = "eager",
+        max_connections: int = 16,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ServeError(
@@ -132,6 +134,8 @@ class PolicyServer:
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self.connections = 0  # currently open, for tests and logs
+        self.max_connections = max_connections
+        self._count = threading.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -172,7 +176,13 @@ class PolicyServer:
     # ---- one connection -------------------------------------------------------------------------
 
     def _handle(self, ws: ServerConnection) -> None:
-        self.connections += 1
+        with self._count:
+            full = self.connections >= self.max_connections
+            if not full:
+                self.connections += 1
+        if full:
+            ws.close(1013, f"server full ({self.max_connections} connections)")
+            return
         try:
             session = self._greet(ws)
             if session is None:
@@ -182,23 +192,26 @@ class PolicyServer:
         except ConnectionClosed:
             log.info("client %s went away", ws.id)
         finally:
-            self.connections -= 1
+            with self._count:
+                self.connections -= 1
 
     def _greet(self, ws: ServerConnection) -> F1Policy | None:
         """The hello exchange; the connection's own policy, or None when it was refused."""
         try:
-            hello = decode(ws.recv(timeout=30))
+            hello = decode(ws.recv(timeout=30), max_frame=HELLO_MAX)
         except (WireError, TimeoutError) as err:
             ws.send(encode({"type": "error", "id": None, "message": f"hello: {err}"}))
             ws.close(1008, "expected a hello")
             return None
         rid = hello.get("id")
         if hello.get("type") != "hello" or hello.get("version") != PROTOCOL:
-            message = f"hello: expected {{type: 'hello', version: {PROTOCOL}}}, got {hello}"
+            got = (hello.get("type"), hello.get("version"))  # not the rest: it may hold a token
+            message = f"hello: expected type 'hello', version {PROTOCOL}; got {got}"
             ws.send(encode({"type": "error", "id": rid, "message": message}))
             ws.close(1008, "bad hello")
             return None
-        if self.token and not hmac.compare_digest(str(hello.get("token") or ""), self.token):
+        sent = str(hello.get("token") or "").encode()
+        if self.token and not hmac.compare_digest(sent, self.token.encode()):
             ws.send(encode({"type": "error", "id": rid, "message": "hello: wrong or no token"}))
             ws.close(1008, "token")
             return None

@@ -9,7 +9,9 @@ async server sends pickles, which execute whatever the sender wrote on ``loads``
 
 Decoding refuses, with a `WireError` naming what is wrong: a frame larger than the limit, bytes
 that are not one msgpack value (a pickle, say), a value that is not a map with a ``type``,
-unknown extension types, dtypes outside ``DTYPES``, and a shape that does not match the bytes.
+containers longer than ``LIMITS``, unknown extension types, dtypes outside ``DTYPES``, and a
+shape that does not match the bytes. (msgpack's own timestamp extension decodes to a
+``msgpack.Timestamp``: plain data, which no request field accepts.)
 
 Example:
     >>> data = encode({"type": "chunk", "actions": np.zeros((50, 7), np.float32)})
@@ -25,6 +27,9 @@ import numpy as np
 ARRAY = 1  # msgpack extension type code of a numpy array
 DTYPES = ("uint8", "int32", "int64", "float16", "float32", "float64", "bool")
 MAX_FRAME = 64 * 2**20  # bytes: a few full-size camera frames, far from a flood
+# Containers stay short (arrays travel as one extension value each): a frame of one-byte maps
+# would otherwise decode into ~70x its size in Python objects.
+LIMITS = {"max_array_len": 1024, "max_map_len": 256, "max_str_len": 64 * 2**10}
 
 
 class WireError(ValueError):
@@ -77,7 +82,9 @@ def decode(frame: bytes, *, max_frame: int = MAX_FRAME) -> dict:
     if len(frame) > max_frame:
         raise WireError(f"frame: {len(frame)} bytes, over the {max_frame}-byte limit")
     try:
-        message = msgpack.unpackb(frame, ext_hook=_ext_hook, raw=False, strict_map_key=True)
+        message = msgpack.unpackb(
+            frame, ext_hook=_ext_hook, raw=False, strict_map_key=True, **LIMITS
+        )
     except WireError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as err:

@@ -244,3 +244,104 @@ def test_closed_loop_through_the_server_equals_in_process():
         np.testing.assert_array_equal(a, b)
     assert served.tasks["reach-v3"].outcomes == reference.tasks["reach-v3"].outcomes
     assert delayed.tasks["reach-v3"].episodes == 2
+
+
+class _StubServer(PolicyServer):
+    """Chunks whose action i, planned at step s, is [s + i, s, 0, 0]: the step it covers and the
+    step it was planned at; RTC prefixes received are recorded."""
+
+    prefixes: list = []
+
+    def _predict(self, session, rid, foresight, guide):
+        s = session.step
+        if guide is not None:
+            self.prefixes.append((s, guide.prefix[0].numpy().copy()))
+        actions = np.zeros((self.handshake.chunk, 4), np.float32)
+        actions[:, 0] = s + np.arange(self.handshake.chunk)
+        actions[:, 1] = s
+        return {"type": "chunk", "id": rid, "actions": actions, "step": s, "server_ms": 0.0}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"threshold": 0.5},
+        {"threshold": 1.0, "delay_steps": 1},
+        {"threshold": 1.0, "delay_steps": 2},
+        {"threshold": 1.0, "delay_steps": 1, "rtc": RTCConfig(delay=1, horizon=2)},
+        {"threshold": 1.0, "delay_steps": 1, "merge": "average", "merge_weight": 0.25},
+    ],
+    ids=["threshold", "delay1", "delay2", "rtc", "average"],
+)
+def test_the_real_time_loop_serves_each_step_its_own_action(settings):
+    """Action t is the one that covers step t, however chunks overlap, wait or merge."""
+    _StubServer.prefixes = []
+    with _StubServer(_policy(generation=False), port=0) as server, _client(server, **settings) as c:
+        for t in range(12):
+            c.observe(_observation(t))
+            action = c.action()
+            assert action[0] == t, (t, action)
+            if settings.get("merge") == "average" and t >= 2:
+                planned = [t - 1, t - 2]  # the last two chunks both cover t: 0.25 new, 0.75 old
+                assert action[1] == pytest.approx(0.25 * planned[0] + 0.75 * planned[1])
+    for s, prefix in _StubServer.prefixes:  # prefix[i] is the old plan for step s + i
+        np.testing.assert_array_equal(prefix[:, 0], s + np.arange(len(prefix)))
+    assert bool(_StubServer.prefixes) == ("rtc" in settings)
+
+
+def test_a_refused_step_in_the_loop_raises_and_reset_recovers(served):
+    _, server = served
+    with _client(server) as client:
+        bad = _observation(0)
+        bad["observation.state"] = bad["observation.state"][:2]
+        client.observe(bad)
+        with pytest.raises(ServerError, match="observe refused"):
+            for t in range(3):  # raised at the next observe or action, once answered
+                client.action()
+                client.observe(_observation(t))
+        client.reset()
+        client.observe(_observation(1))
+        assert client.action().shape == (4,)
+        with pytest.raises(ValueError, match="one robot"):
+            client.observe({**_observation(2), "observation.images.corner": np.zeros((2, 8, 8, 3))})
+
+
+def test_an_unauthenticated_client_cannot_make_the_server_decode_much(served):
+    _, server = served
+    with connect(f"ws://127.0.0.1:{server.port}", open_timeout=TIMEOUT) as ws:
+        ws.send(encode({"type": "hello", "version": PROTOCOL, "id": 0, "pad": "x" * 8000}))
+        assert "limit" in decode(ws.recv(timeout=TIMEOUT))["message"]
+    with pytest.raises(WireError, match="not one msgpack"):  # a frame of 5000 empty maps
+        decode(b"\x91\xdd" + (5000).to_bytes(4, "big") + b"\x80" * 5000)
+
+
+def test_a_non_ascii_token_is_compared_not_crashed():
+    with PolicyServer(_policy(generation=False), port=0, token="sécret") as server:
+        with PolicyClient("127.0.0.1", server.port, token="sécret", timeout=TIMEOUT) as client:
+            assert client.spec["chunk"] == 3
+        with pytest.raises(ServerError, match="token"):
+            PolicyClient("127.0.0.1", server.port, token="sëcret", timeout=TIMEOUT)
+
+
+def test_cli_refuses_a_public_bind_without_token_and_an_unreachable_server(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from f1kit.cli import app
+
+    monkeypatch.delenv("F1KIT_SERVE_TOKEN", raising=False)
+    _policy(generation=False).save_pretrained(tmp_path / "policy")
+    runner = CliRunner(env={"COLUMNS": "300"})  # usage errors in one line, not a wrapped box
+    result = runner.invoke(app, ["serve", str(tmp_path / "policy"), "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "needs a token" in result.output
+    (tmp_path / "empty").write_text("\n")
+    result = runner.invoke(
+        app, ["serve", str(tmp_path / "policy"), "--token-file", str(tmp_path / "empty")]
+    )
+    assert result.exit_code == 2 and "is empty" in result.output
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = runner.invoke(app, ["eval", "--server", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output
+    result = runner.invoke(app, ["eval", "--server", "127.0.0.1:1", "--rtc-horizon", "3"])
+    assert result.exit_code == 2 and "--delay-steps" in result.output
