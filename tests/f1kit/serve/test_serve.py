@@ -6,6 +6,7 @@ Everything runs on 127.0.0.1 with a free port, each test bounded by the client's
 import pickle
 import socket
 import time
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -250,7 +251,7 @@ class _StubServer(PolicyServer):
     """Chunks whose action i, planned at step s, is [s + i, s, 0, 0]: the step it covers and the
     step it was planned at; RTC prefixes received are recorded."""
 
-    prefixes: list = []
+    prefixes: ClassVar[list] = []
 
     def _predict(self, session, rid, foresight, guide):
         s = session.step
