@@ -71,6 +71,7 @@ def extra(p) -> None:
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--delays", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threshold", type=float, default=0.5, help="ask at this chunk fraction")
 
 
 def load(args) -> F1Policy:
@@ -80,9 +81,11 @@ def load(args) -> F1Policy:
     return F1Policy(F1(F1Config.tiny()).eval(), seed=0)
 
 
-def run_arm(name: str, agent: object, config: EvalConfig, args, shapes: dict, **extra):
+def run_arm(name: str, agent: object, config: EvalConfig, args, shapes: dict, after=None):
+    """Evaluate ``agent``; emit its record (``after()``: figures read once the arm has run)."""
     recorder = Recorder(agent)
     report = evaluate(recorder, config, progress=False)
+    extra = {} if after is None else after()
     successes = sum(r.successes for r in report.tasks.values())
     n = sum(r.episodes for r in report.tasks.values())
     changes = np.concatenate(
@@ -126,6 +129,7 @@ def main() -> None:
         "execute": policy.model.config.action.execute,
         "tasks": list(config.tasks) if isinstance(config.tasks, tuple) else config.tasks,
         "episodes_per_task": args.episodes,
+        "threshold": args.threshold,
     }
     reference = run_arm("in_process", policy, config, args, shapes)
     with PolicyServer(load(args), port=0) as server:
@@ -148,11 +152,13 @@ def main() -> None:
                     else None
                 )
                 with PolicyClient(
-                    "127.0.0.1", server.port, threshold=0.75, rtc=rtc, delay_steps=delay
+                    "127.0.0.1", server.port, threshold=args.threshold, rtc=rtc, delay_steps=delay
                 ) as client:
-                    run_arm(f"{arm}/d{delay}", ServedAgent(client), config, args, shapes,
-                            delay_steps=delay, stalls=client.stalls,
-                            chunks_asked=client.requests)  # fmt: skip
+
+                    def counts(c=client, d=delay) -> dict:
+                        return {"delay_steps": d, "stalls": c.stalls, "chunks_asked": c.requests}
+
+                    run_arm(f"{arm}/d{delay}", ServedAgent(client), config, args, shapes, counts)
 
 
 if __name__ == "__main__":
