@@ -7,7 +7,8 @@ replies come. Per client count the record gives the round-trip latency of a chun
 predict, median, p99, spread), chunks per second over all clients, the server's own time per
 chunk (``server_ms``, the model alone), and the errors, which must be 0: nothing is dropped
 silently (a refused or lost request raises in the client and is counted). The peer is the same
-run's single-client figure (``over_one_client``).
+run's single-client figure (``over_one_client``), for the server without and with batching
+(``--batch-window-ms``: the predicts of the clients gathered into one model call).
 
     python benchmarks/serve_load.py                         # 1, 2, 4 clients, 10 s each
     python benchmarks/serve_load.py --clients 1 8 --seconds 20 --variant no_gen
@@ -35,6 +36,13 @@ def extra(p) -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--variant", choices=("f1", "no_gen"), default="f1")
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        nargs="+",
+        default=[0.0, 20.0],
+        help="server batching windows to compare (0: one call per request)",
+    )
 
 
 def observation(rng: np.random.Generator, state_dim: int) -> dict:
@@ -81,7 +89,7 @@ def run_clients(port: int, count: int, seconds: float, state_dim: int) -> dict:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra)
     if args.quick:
-        args.clients, args.seconds = [1, 2], 1.0
+        args.clients, args.seconds, args.batch_window_ms = [1, 2], 1.0, [0.0, 20.0]
     if args.device != "cpu" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available")
     torch.manual_seed(0)
@@ -89,13 +97,20 @@ def main() -> None:
     policy = F1Policy(model)
     state_dim = model.config.action.state_dim
     shapes = {"variant": args.variant, "image_size": 64, "chunk": model.config.action.chunk}
+    for window in args.batch_window_ms:
+        serve_all(args, policy, state_dim, shapes, window)
+
+
+def serve_all(args, policy: F1Policy, state_dim: int, shapes: dict, window: float) -> None:
+    """Every client count against one server with batching window ``window`` ms."""
     single = None
-    with PolicyServer(policy, port=0) as server:
+    mode = "unbatched" if window == 0 else f"batched{window:g}ms"
+    with PolicyServer(policy, port=0, batch_window_ms=window) as server:
         for count in args.clients:
             out = run_clients(server.port, count, args.seconds, state_dim)
             lat = out["latencies"]
             if not lat:
-                emit(f"serve_load/{args.variant}/clients{count}", args, shapes, None,
+                emit(f"serve_load/{args.variant}/{mode}/clients{count}", args, shapes, None,
                      errors=len(out["errors"]), error_messages=out["errors"][:5])  # fmt: skip
                 continue
             timing = timing_of(lat)
@@ -109,7 +124,10 @@ def main() -> None:
                 "server_ms_median": statistics.median(out["server_ms"]),
                 "errors": len(out["errors"]),
                 "error_messages": out["errors"][:5],
-                "batching": "none: one request at a time per model",
+                "batch_window_ms": window,
+                "mean_batch": (
+                    None if server.batcher is None else float(np.mean(server.batcher.sizes))
+                ),
             }
             if single is None:
                 single = figures
@@ -119,7 +137,11 @@ def main() -> None:
                     over_one_client_p50=timing.median_ms / single["p50_ms"],
                     over_one_client_throughput=figures["chunks_per_s"] / single["chunks_per_s"],
                 )
-            emit(f"serve_load/{args.variant}/clients{count}", args, shapes, timing, **figures)
+            if server.batcher is not None:
+                server.batcher.sizes.clear()
+            emit(
+                f"serve_load/{args.variant}/{mode}/clients{count}", args, shapes, timing, **figures
+            )
 
 
 if __name__ == "__main__":

@@ -268,6 +268,9 @@ def serve(
     ),
     fps: float | None = typer.Option(None, help="the robot's control rate, told to clients"),
     seed: int = typer.Option(0, help="seed of each connection's foresight and flow draws"),
+    batch_window_ms: float = typer.Option(
+        0.0, help="gather the connections' predicts for this long into one call (0: off)"
+    ),
 ) -> None:
     """Serve a saved policy to robot clients over websockets (docs/deploy.md)."""
     import logging
@@ -306,6 +309,7 @@ def serve(
             token=token,
             fps=fps,
             compile=compile,  # type: ignore[arg-type]
+            batch_window_ms=batch_window_ms,
         )
     except ServeError as err:
         typer.echo(str(err), err=True)

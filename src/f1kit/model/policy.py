@@ -28,6 +28,7 @@ error naming its key.
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,21 @@ from torch import Tensor
 
 from f1kit.data.processor import ACTION, EMBODIMENT, STATE, Processor, UnnormalizeStep
 from f1kit.model.engine import CompileMode, Engine
-from f1kit.model.f1 import F1
+from f1kit.model.f1 import F1, Prediction
 from f1kit.model.text import TokenizedText, check_texts
 from flow import RTCGuide
+
+
+@dataclass
+class ChunkInputs:
+    """One env step's model inputs: frames [b, v, 3, H, W], instructions, normalised state
+    [b, s], history codes [b, t, N] (None without foresight) and the embodiment selector."""
+
+    images: Tensor
+    texts: list[str]
+    state: Tensor
+    history: Tensor | None
+    embodiment: dict
 
 
 class F1Policy:
@@ -266,22 +279,34 @@ class F1Policy:
         dims when there is a postprocessor). ``observation`` is recorded first unless it is the
         one `observe` last saw. ``rtc``: real-time chunking, the previous chunk's remaining
         raw-unit actions [b, p, a] from this step on as a guided prefix (`flow.rtc`)."""
-        if observation is not self._observed:
-            self.observe(observation)
-        assert self._now is not None  # observe() set it
-        images, state, texts, embodiment = self._now
-        guide = None if rtc is None else self._model_units(rtc, embodiment)
+        inputs = self.chunk_inputs(observation)
+        guide = None if rtc is None else self._model_units(rtc, inputs.embodiment)
         # The history codes come from the model's own tokenizer: no range check (host read).
         prediction = self.model.predict(
-            images,
-            self._encoded(texts),
-            state,
-            self._history(),
+            inputs.images,
+            self._encoded(inputs.texts),
+            inputs.state,
+            inputs.history,
             generator=self._generator,
             engine=self.engine,
             check_codes=False,
             guide=guide,
         )
+        return self.finish_chunk(prediction, inputs.embodiment)
+
+    def chunk_inputs(self, observation: dict) -> "ChunkInputs":
+        """The model's inputs at the current env step (``observation`` recorded first unless
+        `observe` last saw it): what `predict_action_chunk` feeds `F1.predict`, for callers that
+        batch several policies' steps into one call (`f1kit.serve`)."""
+        if observation is not self._observed:
+            self.observe(observation)
+        assert self._now is not None  # observe() set it
+        images, state, texts, embodiment = self._now
+        return ChunkInputs(images, list(texts), state, self._history(), embodiment)
+
+    def finish_chunk(self, prediction: Prediction, embodiment: dict) -> Float[Tensor, "b c a"]:
+        """Raw-unit actions of a prediction made from `chunk_inputs` (and its foresight frame
+        decoded when ``decode`` is on)."""
         actions = prediction.actions.float()
         if self.postprocessor is not None:
             actions = self.postprocessor({ACTION: actions, **embodiment})[ACTION]

@@ -20,6 +20,9 @@ keeps being served; so do the other connections. Nothing a client sends is execu
 unpickled (`wire`). A client that disconnects mid-request ends its connection's handler and its
 policy state; the model and the other connections are untouched.
 
+``batch_window_ms`` > 0 gathers the predicts of several connections into one model call
+(`batcher.Batcher`: other random draws than unbatched calls; RTC requests run alone).
+
 Binding: loopback (127.0.0.1) by default. Any other host requires a token, given to the server
 (``token``) and sent by clients in their hello; a wrong or missing token closes the connection.
 """
@@ -38,6 +41,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from f1kit.model.engine import CompileMode
 from f1kit.model.policy import F1Policy
+from f1kit.serve.batcher import Batcher
 from f1kit.serve.wire import MAX_FRAME, WireError, decode, encode
 from flow import RTCConfig, RTCGuide
 
@@ -120,6 +124,8 @@ class PolicyServer:
         fps: float | None = None,
         compile: CompileMode = "eager",
         max_connections: int = 16,
+        batch_window_ms: float = 0.0,
+        max_batch: int = 8,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ServeError(
@@ -136,6 +142,16 @@ class PolicyServer:
         self.connections = 0  # currently open, for tests and logs
         self.max_connections = max_connections
         self._count = threading.Lock()
+        self.batcher = None
+        if batch_window_ms > 0:
+            self.batcher = Batcher(
+                policy.model,
+                self._lock,
+                window_ms=batch_window_ms,
+                max_batch=max_batch,
+                compile=compile,
+                seed=policy.seed,
+            )
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -153,6 +169,9 @@ class PolicyServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._server = self._thread = None
@@ -263,11 +282,14 @@ class PolicyServer:
         start = time.perf_counter()
         # no_grad (the policy's), not inference_mode: real-time chunking differentiates the
         # action steps, and inference tensors cannot enter autograd.
-        with self._lock:
-            session.decode = foresight and self.handshake.foresight  # decoding costs: on ask
-            actions = session.predict_action_chunk(observation, rtc=guide)
-            actions = actions.float().cpu().numpy()
-            frame = session.predicted_frame() if session.decode else None
+        session.decode = foresight and self.handshake.foresight  # decoding costs: on ask
+        if self.batcher is not None and guide is None:
+            actions = self.batcher.predict(session, observation)  # takes the lock itself
+        else:
+            with self._lock:
+                actions = session.predict_action_chunk(observation, rtc=guide)
+        actions = actions.float().cpu().numpy()
+        frame = session.predicted_frame() if session.decode else None
         reply = {
             "type": "chunk",
             "id": rid,

@@ -346,3 +346,32 @@ def test_cli_refuses_a_public_bind_without_token_and_an_unreachable_server(tmp_p
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output
     result = runner.invoke(app, ["eval", "--server", "127.0.0.1:1", "--rtc-horizon", "3"])
     assert result.exit_code == 2 and "--delay-steps" in result.output
+
+
+def test_batching_gathers_connections_into_one_call():
+    """Two clients asking together share one model call; each gets its own rows back, a lone
+    request equals the unbatched policy (same seed, batch of one)."""
+    import threading
+
+    local = _policy()
+    with PolicyServer(_policy(), port=0, batch_window_ms=300.0) as server:
+        with _client(server) as client:
+            alone = client.predict_action_chunk(_observation(0))
+        np.testing.assert_array_equal(alone, local.predict_action_chunk(_observation(0))[0])
+        chunks: dict[int, np.ndarray] = {}
+        barrier = threading.Barrier(2)
+
+        def ask(i: int) -> None:
+            with _client(server) as c:
+                c._call({"type": "observe", "observation": _observation(10 + i)})
+                barrier.wait()
+                chunks[i] = c._call({"type": "predict"})["actions"]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=TIMEOUT)
+        assert sorted(chunks) == [0, 1] and all(c.shape == (3, 4) for c in chunks.values())
+        assert not np.array_equal(chunks[0], chunks[1])  # each its own observation's rows
+        assert server.batcher.sizes == [1, 2]
