@@ -219,7 +219,7 @@ def _available_mb() -> float:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra)
     if args.quick:
-        args.size, args.repeats = "tiny", 2
+        args.size, args.repeats = "tiny", 1
     if args.child:
         sys.stdout.write(json.dumps(child(args.child, args.weights, args.size)) + "\n")
         return

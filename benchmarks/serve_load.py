@@ -89,7 +89,7 @@ def run_clients(port: int, count: int, seconds: float, state_dim: int) -> dict:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra)
     if args.quick:
-        args.clients, args.seconds, args.batch_window_ms = [1, 2], 1.0, [0.0, 20.0]
+        args.clients, args.seconds, args.batch_window_ms = [2], 0.5, [0.0, 20.0]
     if args.device != "cpu" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available")
     torch.manual_seed(0)
