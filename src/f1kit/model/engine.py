@@ -65,10 +65,6 @@ class Engine:
                 trunk, fullgraph=True, dynamic=False, mode=mode, backend=backend
             )
 
-    @property
-    def compiled(self) -> bool:
-        return self._compiled is not None
-
     def __call__(self, *args: object, **kwargs: object) -> list[Tensor | None]:
         """``trunk(*args, **kwargs)``, compiled when the engine is."""
         if self._compiled is None:

@@ -325,8 +325,8 @@ def _guide(rtc: object) -> RTCGuide | None:
 
 
 def _observation(message: dict) -> dict:
-    """The observation map of an observe request, arrays as numpy (the policy checks them)."""
+    """The observation map of an observe request, as sent (the policy converts and checks it)."""
     observation = message.get("observation")
     if not isinstance(observation, dict):
         raise ValueError("observation: expected a map of 'observation.*' keys and 'task'")
-    return {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in observation.items()}
+    return observation

@@ -375,3 +375,16 @@ def test_batching_gathers_connections_into_one_call():
         assert sorted(chunks) == [0, 1] and all(c.shape == (3, 4) for c in chunks.values())
         assert not np.array_equal(chunks[0], chunks[1])  # each its own observation's rows
         assert server.batcher.sizes == [1, 2]
+
+
+def test_a_batched_observation_with_one_task_per_row_round_trips(served):
+    """Lists travel as sent: a batch's task list reaches the policy as a list of str."""
+    _, server = served
+    rows = [_observation(i) for i in range(2)]
+    batched = {
+        "observation.images.corner": np.stack([r["observation.images.corner"] for r in rows]),
+        "observation.state": np.stack([r["observation.state"] for r in rows]),
+        "task": ["reach the goal", "open the drawer"],
+    }
+    with _client(server) as client:
+        assert client.predict_action_chunk(batched).shape == (2, 3, 4)
