@@ -84,8 +84,14 @@ def init_distributed(backend: str | None = None) -> DistInfo:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined (call once at the end of the program)."""
+    """Leave the process group, if one was joined (call once at the end of the program).
+
+    Every rank first waits at a barrier: a rank that tore its group down (rank 0 hosts the
+    rendezvous store) while another still had a collective or the teardown in flight made that
+    one abort at exit ("terminate called without an active exception", seen once in CI)."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
