@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from attention import uga_layout
+from f1kit.cli_plan import plan_command
 from f1kit.cli_serve import serve_command
 
 app = typer.Typer(
@@ -319,6 +320,9 @@ def _load_or_exit(file: Path, overrides: list[str] | None, open_data: bool = Fal
         raise typer.Exit(INVALID_RECIPE) from None
 
 
+recipe_app.command("plan")(plan_command)
+
+
 @recipe_app.command("validate")
 def recipe_validate(
     file: Path = typer.Argument(..., help="recipe YAML file"),
@@ -358,7 +362,12 @@ def recipe_run(
     recipe = _load_or_exit(file, overrides, open_data=True)  # nothing is written before this
     from f1kit.recipe import RecipeError
     from f1kit.recipe.run import run_recipe
-    from f1kit.train import NoValidCheckpointError, RunLockedError, WeightsError
+    from f1kit.train import (
+        NoValidCheckpointError,
+        RunLockedError,
+        WeightsError,
+        shutdown_distributed,
+    )
 
     try:
         out = run_recipe(
@@ -373,6 +382,7 @@ def recipe_run(
     except (RunLockedError, NoValidCheckpointError, WeightsError) as err:  # the run's own state
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
+    shutdown_distributed()  # under torchrun; only after success (a failed rank's peers may hang)
     typer.echo(f"done: {out}")
 
 

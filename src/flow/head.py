@@ -184,6 +184,7 @@ class FlowMatchingHead(nn.Module):
         tau: Float[Tensor, " b"] | None = None,
         noise: Float[Tensor, "b c _"] | None = None,
         network: VelocityNetwork | None = None,
+        share: Callable[[Tensor], Tensor] | None = None,
     ) -> Float[Tensor, ""]:
         """Masked flow-matching MSE, mean over real (step, dim) entries.
 
@@ -193,12 +194,15 @@ class FlowMatchingHead(nn.Module):
         context: extra prefix tokens [b n d] the chunk attends to (after the state token).
         action_mask: True for real action dims ([a] or [b a]); chunk_mask: True for real chunk
             steps ([c] or [b c], False past an episode's end). ``tau``/``noise`` override the
-            draws (for tests and importance sampling).
+            draws (for tests and importance sampling). ``share`` maps this batch's count of real
+            entries to the count the masked sum is divided by: a batch that is one rank's part
+            of a larger one divides by its share of the whole batch's count, so the ranks'
+            mean is the whole batch's mean (default: this batch's own count).
 
         The noise, x_tau, the target a - eps and the MSE are computed in float32 (or wider) even
         when the weights are bf16: only the network's input is cast to the weights' dtype.
         """
-        actions = actions.to(_math_dtype(actions.dtype))
+        actions = actions.to(math_dtype(actions.dtype))
         if self.normalizer is not None:
             actions = self.normalizer(actions)
         padded, real = pad_to_dim(actions, self.config.action_dim)
@@ -227,7 +231,9 @@ class FlowMatchingHead(nn.Module):
             mask = mask & rearrange(chunk_mask, "... c -> ... c 1")
         weight = mask.to(target.dtype)
         # Entries, not rows: a 7-dim robot and a 14-dim one weigh each real action dim equally.
-        return ((pred.to(target.dtype) - target) ** 2 * weight).sum() / weight.sum().clamp_min(1)
+        count = weight.sum() if share is None else share(weight.sum())
+        # All padded: the sum is 0 too, and the loss 0 (a share may be a fraction of an entry).
+        return ((pred.to(target.dtype) - target) ** 2 * weight).sum() / count.clamp_min(1e-12)
 
     # -- inference --------------------------------------------------------------------------
 
@@ -257,13 +263,13 @@ class FlowMatchingHead(nn.Module):
             noise = torch.randn(
                 (batch, self.config.chunk, self.config.action_dim),
                 generator=generator,
-                dtype=_math_dtype(param.dtype),
+                dtype=math_dtype(param.dtype),
                 device=param.device,
             )
         elif noise.shape[0] != batch:
             raise ValueError(f"noise: expected batch {batch}, got {noise.shape[0]}")
         else:
-            noise = noise.to(_math_dtype(noise.dtype))
+            noise = noise.to(math_dtype(noise.dtype))
         for name, cond in (("state", state), ("context", context)):
             if cond is not None and cond.shape[0] != batch:
                 raise ValueError(f"{name}: expected batch {batch}, got {cond.shape[0]}")
@@ -325,6 +331,6 @@ class FlowMatchingHead(nn.Module):
             raise ValueError(f"{name}: expected [b, {c}, {a}], got {list(x.shape)}")
 
 
-def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of the flow's arithmetic: float32 at least (bf16 cannot hold x_tau finely)."""
     return torch.promote_types(dtype, torch.float32)

@@ -14,7 +14,7 @@ from foresight.next_scale_config import NextScaleConfig
 from foresight.phi import PhiBank, phi_index, phi_ticks
 from foresight.quality import FrameQuality, future_pairs, tokenizer_quality
 from foresight.quantizer import MultiScaleQuantizer, QuantizerOutput
-from foresight.sampling import filter_logits, sample_tokens
+from foresight.sampling import filter_logits, sample_tokens, token_uniforms
 from foresight.scales import IncrementalScaleTokenizer, ScaleTokenizer
 from foresight.tokenizer_training import TokenizerTrainConfig, code_statistics, train_tokenizer
 from foresight.var_weights import (
@@ -60,6 +60,7 @@ __all__ = [
     "phi_ticks",
     "read_var_checkpoint",
     "sample_tokens",
+    "token_uniforms",
     "tokenizer_quality",
     "train_tokenizer",
     "var_config",

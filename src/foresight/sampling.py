@@ -12,7 +12,6 @@ Example:
 """
 
 import torch
-from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -47,6 +46,16 @@ def filter_logits(
     return logits
 
 
+def token_uniforms(
+    b: int, n: int, generator: torch.Generator | None, device: torch.device | str | None = None
+) -> Float[Tensor, "b n"]:
+    """The uniforms of ``n`` tokens for each of ``b`` rows, drawn token-major: the draws of the
+    first m tokens are the same whatever ``n`` (so the first scales of a longer generation
+    repeat a shorter one's, seed for seed). On ``generator``'s device when one is given."""
+    on = device if generator is None else generator.device
+    return torch.rand(n, b, generator=generator, device=on).T
+
+
 def sample_tokens(
     logits: Float[Tensor, "b n v"],
     generator: torch.Generator | None,
@@ -54,12 +63,30 @@ def sample_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     temperature: float = 1.0,
+    uniforms: Float[Tensor, "b n"] | None = None,
 ) -> Int[Tensor, "b n"]:
-    """One token per row from softmax(filter(logits) / temperature), drawn with ``generator``."""
+    """One token per row from softmax(filter(logits) / temperature), by inverse CDF.
+
+    Each row takes one uniform u in [0, 1) (``uniforms``, else drawn with ``generator``) and
+    returns the first token whose cumulative probability exceeds u times the row's total. One
+    number per token, not one per vocabulary entry (``torch.multinomial`` draws a whole row), is
+    what lets a training step draw a global batch's uniforms on every rank and keep its own rows
+    (`f1kit.global_batch`). Tokens of probability zero are never returned.
+    """
     check_sampling(top_k, top_p, temperature)
     if temperature == 0:
         return logits.argmax(dim=-1)
+    b, n, v = logits.shape
     probs = (filter_logits(logits, top_k, top_p).float() / temperature).softmax(dim=-1)
-    flat = rearrange(probs, "b n v -> (b n) v")
-    drawn = torch.multinomial(flat, 1, generator=generator)
-    return rearrange(drawn, "(b n) 1 -> b n", b=logits.shape[0])
+    if uniforms is None:
+        uniforms = token_uniforms(b, n, generator, logits.device)
+    elif uniforms.shape != (b, n):
+        raise ValueError(f"uniforms: expected shape {[b, n]}, got {list(uniforms.shape)}")
+    cdf = probs.cumsum(dim=-1)
+    point = (uniforms.to(device=cdf.device, dtype=cdf.dtype) * cdf[..., -1]).contiguous()
+    drawn = torch.searchsorted(cdf, point.unsqueeze(-1), right=True).squeeze(-1)
+    # u * total can round up to the total, past every entry; the last token of positive
+    # probability is then the right one (trailing entries may be filtered to zero).
+    index = torch.arange(v, device=probs.device)
+    last = torch.where(probs > 0, index, 0).amax(dim=-1)
+    return torch.minimum(drawn, last)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from attention import Backend, create_flex_block_mask, dense_mask_mod, open_empty_rows
 from mot.cache import KVCache
@@ -53,6 +54,13 @@ class MoTStack(nn.Module):
         self.config = config
         self.layers = nn.ModuleList(MoTLayer(config) for _ in range(config.depth))
         self.final_norms = nn.ModuleDict({s.name: make_norm(s, config) for s in config.experts})
+        self.checkpointing = False
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute each layer's activations in the backward instead of keeping them (memory
+        for compute: a layer's inputs are kept, its insides are not). Only uncached passes with
+        gradients are checkpointed (training); the gradients are the same, bit for bit."""
+        self.checkpointing = bool(on)
 
     def forward(
         self,
@@ -98,12 +106,10 @@ class MoTStack(nn.Module):
             if (backend or self.config.backend) == "flex" and block_mask is None:
                 block_mask = self._flex_block_mask(mask, batch)
             mask, row_has_key = open_empty_rows(mask)  # once here, not once per layer
+        recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            xs = layer(
-                xs,
-                cos,
-                sin,
-                mask,
+            args = (xs, cos, sin, mask)
+            kwargs = dict(
                 cache=cache,
                 index=i,
                 backend=backend,
@@ -111,6 +117,10 @@ class MoTStack(nn.Module):
                 conds=conds,
                 row_has_key=row_has_key,
             )
+            if recompute:
+                xs = checkpoint(layer, *args, use_reentrant=False, **kwargs)
+            else:
+                xs = layer(*args, **kwargs)
         if cache is not None and update_cache:
             cache.advance(nq)
         return [

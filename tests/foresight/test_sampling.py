@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foresight.sampling import filter_logits, sample_tokens
+from foresight.sampling import filter_logits, sample_tokens, token_uniforms
 
 
 @settings(max_examples=100)
@@ -47,3 +47,22 @@ def test_greedy_temperature_and_seeded_frequencies() -> None:
 def test_bad_settings_are_rejected(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         sample_tokens(torch.randn(1, 2, 5), None, **kwargs)
+
+
+def test_inverse_cdf_reads_its_uniforms_and_never_returns_a_filtered_token() -> None:
+    """One uniform per token, given or drawn: u picks the first token whose cumulative mass
+    exceeds u; filtered tokens (probability 0, here the trailing ones) are never returned, not
+    even for u at the top of [0, 1) where u * total may round up to the total."""
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -9.0, -9.0]]]).expand(1, 5, 5)
+    probs = filter_logits(logits[0, 0], top_k=3).softmax(-1)
+    cdf = probs.cumsum(-1)
+    below_one = 1.0 - 2.0**-24  # the largest float32 below 1 (torch.rand's maximum)
+    u = torch.tensor([[0.0, float(cdf[0]) - 1e-6, float(cdf[0]) + 1e-6, 0.999, below_one]])
+    got = sample_tokens(logits, None, top_k=3, uniforms=u)
+    assert got.tolist() == [[0, 0, 1, 2, 2]]
+    g = torch.Generator().manual_seed(4)
+    drawn = sample_tokens(logits, g, top_k=3)
+    given_u = token_uniforms(1, 5, torch.Generator().manual_seed(4))
+    assert torch.equal(drawn, sample_tokens(logits, None, top_k=3, uniforms=given_u))
+    with pytest.raises((ValueError, TypeError), match="uniforms"):  # TypeError: the shape hook
+        sample_tokens(logits, None, uniforms=torch.zeros(1, 4))

@@ -97,6 +97,19 @@ class F1(nn.Module):
             if prefix + key in state_dict and key not in self.state_dict():
                 del state_dict[prefix + key]
 
+    # ---- sharding (f1kit.train.parallel) ---------------------------------------------------
+
+    def shard_units(self) -> list[nn.Module]:
+        """What FSDP shards as units of their own (each is called through its ``forward``):
+        each MoT layer, the vision tower and the text embedding; the rest (norms, the
+        generator's, aggregator's and action expert's small modules) is the root unit."""
+        return [*self.trunk.layers, self.understanding.vision, self.understanding.text_embedding]
+
+    def unsharded_units(self) -> list[nn.Module]:
+        """What FSDP leaves whole on every rank: the frozen tokenizer, which stays float32
+        (`loading.FP32_MODULES`) and is called through its own methods, not ``forward``."""
+        return [self.tokenizer] if self.tokenizer is not None else []
+
     # ---- experts, freezing, optimiser groups ----------------------------------------------
 
     @property

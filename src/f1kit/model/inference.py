@@ -97,12 +97,14 @@ def foresee(
     prefix: Prefix,
     *,
     generator: torch.Generator | int | None = None,
+    uniforms: Float[Tensor, "b n"] | None = None,
     engine: Engine | None = None,
 ) -> tuple[list[Int[Tensor, "b _"]], BoundTrunk, KVCache]:
     """Prefix pass + the model's foresight scales, all appended to one KV cache.
 
     Returns the drawn codes of each scale, the bound trunk and the filled cache. Scale K's codes
     have no input slot (as in training): the actions read the hidden states that drew them.
+    uniforms: the sampler's draws themselves, one per token (`NextScaleGenerator.generate`).
     """
     gen = model.config.generation
     if model.generator is None or gen is None or prefix.history is None:
@@ -116,6 +118,7 @@ def foresee(
         top_p=gen.top_p,
         temperature=gen.temperature,
         generator=generator,
+        uniforms=uniforms,
         network=net,
     ).tokens
     assert net.cache is not None  # generate() made it through net.new_cache

@@ -25,10 +25,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attention import GENERATION, UNDERSTANDING, Twin
+from f1kit.global_batch import GlobalBatch
 from f1kit.model.codes import batch_codes, scale_inputs, split_codes
 from f1kit.model.inference import Prefix, encode_prefix, foresee
 from f1kit.model.objective import Objective
 from f1kit.model.trunk import BoundTrunk, JointPass
+from flow.head import math_dtype
+from foresight import token_uniforms
 
 if TYPE_CHECKING:  # f1.py imports this module
     from f1kit.model.f1 import F1
@@ -58,7 +61,7 @@ def training_scales(model: "F1", objective: Objective) -> int:
 def loss(
     model: "F1",
     batch: dict,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | GlobalBatch | None = None,
     *,
     objective: Objective,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -70,9 +73,15 @@ def loss(
     ``history`` [b, t, v, 3, H, W] and ``foresight`` [b, v, 3, H, W] frames, or their
     precomputed ``history_codes`` [b, t, N] and ``foresight_codes`` [b, N].
     generator: the foresight draws (first) and the flow time and noise draws (after), in the
-    order inference makes them.
+    order inference makes them. A `GlobalBatch` (the trainer's) draws them for its global batch
+    and keeps this batch's rows, and divides the action loss by the global batch's count of
+    real entries, so a step split over ranks computes what one process computes; a plain
+    generator draws for this batch alone; None uses torch's global generator.
     """
     _require(batch, ("images", "task"))
+    draws = generator
+    if isinstance(generator, torch.Generator):
+        draws = GlobalBatch.whole(generator, batch["images"].shape[0])
     acting = objective.action > 0
     stateful = model.config.action.state_dim is not None
     if acting:
@@ -91,7 +100,7 @@ def loss(
     if model.generator is not None:
         assert prefix.history is not None
         if acting:
-            drawn = foresee(model, prefix.detach(), generator=generator)[0]
+            drawn = foresee(model, prefix.detach(), uniforms=_foresight_uniforms(model, draws))[0]
             parts[GENERATION], twin = _acting_tokens(model, prefix, bound, drawn, targets)
         else:
             assert targets is not None
@@ -102,12 +111,15 @@ def loss(
     total = prefix.tokens.new_zeros(())
     if acting:
         joint = JointPass(bound, parts, twin)
+        tau, noise = _flow_draws(model, batch["action"], draws)
         action_loss = model.action_head.loss(
             batch["action"],  # the head keeps a, eps, x_tau and the target in float32
             state=batch["state"].to(prefix.tokens.dtype) if stateful else None,
             chunk_mask=~batch["action_is_pad"].bool(),
-            generator=generator,
+            tau=tau,
+            noise=noise,
             network=joint,
+            share=None if draws is None else draws.share,
         )
         outputs = joint.outputs
         total = total + objective.action * action_loss
@@ -124,6 +136,34 @@ def loss(
         metrics["accuracy/foresight_last_scale"] = float(scored.accuracy[-1])
     metrics["loss/total"] = float(total.detach())
     return total, metrics
+
+
+def _foresight_uniforms(model: "F1", draws: GlobalBatch | None) -> Float[Tensor, "b n"] | None:
+    """One uniform per foresight token the acting pass draws (`foresight.sample_tokens`)."""
+    if draws is None:
+        return None
+    assert model.generator is not None and model.config.generation is not None
+    n, g = model.generator.tokens_upto(model.config.generation.scales), draws.generator
+    return draws.rows(lambda rows: token_uniforms(rows, n, g))
+
+
+def _flow_draws(
+    model: "F1", actions: Float[Tensor, "b c _"], draws: GlobalBatch | None
+) -> tuple[Float[Tensor, " b"] | None, Float[Tensor, "b c a"] | None]:
+    """Flow time and noise of this batch's rows (None, None: the head draws them itself).
+
+    Drawn as `FlowMatchingHead.loss` would (time first, then noise at the padded action width,
+    in the flow's arithmetic dtype), so one process draws the same numbers either way."""
+    if draws is None:
+        return None, None
+    head, g = model.action_head, draws.generator
+    tau = draws.rows(lambda rows: head.config.time_sampler(rows, generator=g, device=g.device))
+    shape = (actions.shape[1], head.config.action_dim)
+    dtype = math_dtype(actions.dtype)
+    noise = draws.rows(
+        lambda rows: torch.randn((rows, *shape), generator=g, dtype=dtype, device=g.device)
+    )
+    return tau.to(actions.device), noise.to(actions.device)
 
 
 def _scale_tokens(

@@ -25,6 +25,7 @@ from f1kit.train.model_weights import (
     save_model_weights,
     tied_names,
 )
+from f1kit.train.parallel import STRATEGIES, ParallelSettings
 from f1kit.train.plots import loss_series, plot_losses
 from f1kit.train.rng import derive_seed, seed_everything
 from f1kit.train.run_lock import RunLock, RunLockedError
@@ -34,6 +35,7 @@ from f1kit.train.settings import TrainSettings
 from f1kit.train.trainer import LossFn, LossModule, StageResult, train_stage
 
 __all__ = [
+    "STRATEGIES",
     "Checkpoint",
     "CheckpointError",
     "DistInfo",
@@ -42,6 +44,7 @@ __all__ = [
     "LossModule",
     "MetricsLog",
     "NoValidCheckpointError",
+    "ParallelSettings",
     "PeriodicEval",
     "RunLock",
     "RunLockedError",

@@ -8,9 +8,15 @@ Layout under a stage's output directory::
         trainer.pt          optimizer, scheduler, sampler position, step, RNG states (torch.save;
                             tensors and plain containers only, read with weights_only=True)
         meta.json           step, settings, loss, elapsed seconds, versions
-        manifest.json       size and sha256 of each of the three files above
+        manifest.json       size and sha256 of each file above
       step-0000200/
       latest                the name of the newest complete checkpoint ("step-0000200")
+
+A sharded stage (FSDP / HSDP, `f1kit.train.parallel`) writes ``state/`` instead: the model and
+optimizer state as `torch.distributed.checkpoint` (DCP) shards, every rank writing its own, which
+any world size reads back (DCP reshards on load); ``trainer.pt`` then holds no optimizer, and
+``model.safetensors`` (the whole model, gathered) is written only where it is read: at the last
+step and at evaluations. The manifest lists every file, those under ``state/`` included.
 
 A checkpoint is written into ``checkpoints/.tmp-step-XXXXXXX``, every file fsynced, then renamed
 onto its final name with ``os.replace`` and only then published by atomically replacing
@@ -46,14 +52,16 @@ from f1kit.train.model_weights import load_model_weights, save_model_weights
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, TRAINER_FILE, META_FILE, MANIFEST_FILE, LATEST = (
+MODEL_FILE, TRAINER_FILE, META_FILE, MANIFEST_FILE, LATEST, STATE_DIR = (
     "model.safetensors",
     "trainer.pt",
     "meta.json",
     "manifest.json",
     "latest",
+    "state",
 )
 _FILES = (MODEL_FILE, TRAINER_FILE, META_FILE)
+_STATE_METADATA = f"{STATE_DIR}/.metadata"  # DCP's index of the shards
 _STEP_DIR = re.compile(r"^step-(\d{7,})$")
 _CHUNK = 1 << 24
 
@@ -116,6 +124,11 @@ class Checkpoint:
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
 
+    @property
+    def sharded(self) -> bool:
+        """Written by a sharded stage: model and optimizer state in DCP shards under ``state/``."""
+        return (self.path / _STATE_METADATA).is_file()
+
     def load_model(self, model: nn.Module, strict: bool = True) -> None:
         """Copy the saved weights into ``model`` (on the model's device)."""
         device = next(iter(model.state_dict().values()), torch.empty(0)).device
@@ -141,26 +154,45 @@ def save_checkpoint(
 ) -> Checkpoint:
     """Atomically write checkpoint ``step`` under ``out_dir/checkpoints``, publish it as latest,
     and delete all but the newest ``keep`` checkpoints."""
-    if keep < 1:
-        raise ValueError(f"keep: expected >= 1 checkpoints to keep, got {keep}")
+    tmp = begin_checkpoint(out_dir, step)
+    save_model_weights(model_state, tmp / MODEL_FILE)
+    return publish_checkpoint(out_dir, step, trainer_state, meta, keep)
+
+
+def begin_checkpoint(out_dir: Path, step: int) -> Path:
+    """The empty ``.tmp-step-XXXXXXX`` directory checkpoint ``step`` is written into."""
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    return tmp
+
+
+def publish_checkpoint(
+    out_dir: Path, step: int, trainer_state: dict, meta: dict, keep: int = 2
+) -> Checkpoint:
+    """Finish the checkpoint whose weights are in ``.tmp-step-XXXXXXX`` (``model.safetensors``,
+    ``state/`` or both): write ``trainer.pt`` and ``meta.json``, the manifest of every file,
+    fsync, rename it into place, publish it as latest, and keep the newest ``keep``."""
+    if keep < 1:
+        raise ValueError(f"keep: expected >= 1 checkpoints to keep, got {keep}")
+    root = Path(out_dir) / "checkpoints"
+    final = root / step_name(step)
+    tmp = root / f".tmp-{step_name(step)}"
     meta = {**meta, "step": step, "format": 1, "torch": torch.__version__}
-    save_model_weights(model_state, tmp / MODEL_FILE)
     torch.save(trainer_state, tmp / TRAINER_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    names = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     # Hashed as read back: the manifest describes the bytes the filesystem holds.
-    digests = dict(zip(_FILES, _sha256s([tmp / n for n in _FILES]), strict=True))
-    files = {n: {"size": (tmp / n).stat().st_size, "sha256": digests[n]} for n in _FILES}
+    digests = dict(zip(names, _sha256s([tmp / n for n in names]), strict=True))
+    files = {n: {"size": (tmp / n).stat().st_size, "sha256": digests[n]} for n in names}
     (tmp / MANIFEST_FILE).write_text(json.dumps({"format": 1, "files": files}, indent=2))
-    for name in (*_FILES, MANIFEST_FILE):
+    for name in (*names, MANIFEST_FILE):
         _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+    for folder in {(tmp / n).parent for n in names}:
+        _fsync_dir(folder)
     if final.exists():
         # Only reachable when a run died between publishing this step's directory and `latest`;
         # `latest` still names an older checkpoint, so the stale copy can go.
@@ -220,11 +252,23 @@ def verify_checkpoint(path: Path, *, hashes: bool = True) -> Checkpoint:
 
 
 def _check_manifest(manifest: Path, hashes: bool) -> None:
+    """Every file the manifest lists matches it; trainer.pt and meta.json are listed, and the
+    weights: model.safetensors, or DCP's state/ (whose index lists its shards)."""
     try:
         files = json.loads(manifest.read_text())["files"]
-        entries = {name: (int(files[name]["size"]), str(files[name]["sha256"])) for name in _FILES}
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        entries = {
+            str(name): (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{manifest}: unreadable ({_first_line(err)})") from err
+    weights = MODEL_FILE in entries or _STATE_METADATA in entries
+    required = [n for n in (TRAINER_FILE, META_FILE) if n not in entries]
+    if required or not weights:
+        lacking = required + ([] if weights else [f"{MODEL_FILE} or {STATE_DIR}/"])
+        raise CheckpointError(f"{manifest}: lists no {', '.join(lacking)}")
+    for name in entries:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{manifest}: names a file outside the checkpoint: {name!r}")
     for name, (size, _) in entries.items():  # sizes of all before the slow hashes
         file = manifest.parent / name
         if not file.is_file():

@@ -1,12 +1,14 @@
 """One training stage: AdamW + warmup/cosine, fp32 or bf16 autocast, DDP, resumable checkpoints.
 
 The loss contract. A stage trains a model through a loss function
-``loss_fn(model, batch, generator) -> (loss, metrics)``: ``model`` is the module given to
+``loss_fn(model, batch, draws) -> (loss, metrics)``: ``model`` is the module given to
 :func:`train_stage` (never a wrapper, so custom methods such as ``model.generation_loss(...)`` are
-callable), ``batch`` the collated batch already on the model's device, ``generator`` a
-``torch.Generator`` on that device for the model's random draws, re-seeded every step from
-``(seed, rank, step)``. It returns the scalar loss to minimise and a dict of floats (or scalar
-tensors) to log.
+callable), ``batch`` the collated batch already on the model's device, ``draws`` a
+`f1kit.global_batch.GlobalBatch` for the model's random draws: its ``generator`` (on that device)
+is re-seeded every step from ``(seed, step)``, the same on every rank, and ``draws.rows(draw)``
+draws for the whole global batch and keeps this rank's rows, so sample ``i`` of a step gets the
+same numbers on any number of ranks (per-sample noise must come from ``rows``). It returns the
+scalar loss to minimise and a dict of floats (or scalar tensors) to log.
 
 Why the model is not called through ``DistributedDataParallel`` by the loss function: DDP
 synchronises gradients only for a backward that follows *its own* forward (the forward prepares
@@ -47,39 +49,54 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from f1kit.global_batch import GlobalBatch
 from f1kit.train.checkpoint import (
     MODEL_FILE,
+    STATE_DIR,
     Checkpoint,
     CheckpointError,
     NoValidCheckpointError,
+    begin_checkpoint,
     load_checkpoint,
     load_latest,
+    publish_checkpoint,
     save_checkpoint,
     step_name,
 )
-from f1kit.train.distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from f1kit.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    is_main,
+)
 from f1kit.train.evaluation import EvalTracker, PeriodicEval
 from f1kit.train.metrics import MetricsLog
+from f1kit.train.model_weights import save_model_weights
+from f1kit.train.parallel import ParallelSettings, copy_back, set_checkpointing, sharded_replica
 from f1kit.train.placement import model_device, seed_worker, to_device
 from f1kit.train.progress import StageProgress
 from f1kit.train.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
 from f1kit.train.sampler import SamplerState, ShardedBatchSampler
 from f1kit.train.schedule import build_optimizer, build_scheduler
 from f1kit.train.settings import TrainSettings
+from f1kit.train.sharded_state import load_sharded, save_sharded
 from f1kit.train.step_stats import StepStats
 
 log = logging.getLogger(__name__)
 
-# Seeds are derive_seed(seed, rank, step) for the loss's generator; these tags (a longer tuple)
-# keep the global generators and the loader's worker seeds on streams of their own.
+# Seeds are derive_seed(seed, 0, step) for the loss's draws on every rank (the 0 keeps the
+# one-process stream of the rank-seeded trainer before it); these tags (a longer tuple) keep the
+# global generators and the loader's worker seeds on streams of their own.
 _GLOBAL_RNG, _LOADER_RNG = 1, 2
 
-LossFn = Callable[[nn.Module, dict, torch.Generator], tuple[Tensor, dict[str, float | Tensor]]]
+LossFn = Callable[[nn.Module, dict, GlobalBatch], tuple[Tensor, dict[str, float | Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -95,27 +112,35 @@ class StageResult:
 
 
 class LossModule(nn.Module):
-    """``forward(batch, generator) = loss_fn(model, batch, generator)``: the unit DDP wraps."""
+    """``forward(batch, draws) = loss_fn(model, batch, draws)``: the unit DDP wraps."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, batch: dict, generator: torch.Generator) -> tuple[Tensor, dict]:
-        return _check_output(self.loss_fn(self.model, batch, generator))
+    def forward(self, batch: dict, draws: GlobalBatch) -> tuple[Tensor, dict]:
+        return _check_output(self.loss_fn(self.model, batch, draws))
 
 
 def _restore(
     ckpt: Checkpoint,
-    model: nn.Module,
+    net: nn.Module,
     optimizer: Optimizer,
     scheduler: LRScheduler,
     info: DistInfo,
     settings: TrainSettings,
+    sharded: bool,
 ) -> tuple[int, SamplerState, float]:
-    """Load a checkpoint into the model and trainer state; returns (step, sampler, elapsed)."""
-    ckpt.load_model(model)
+    """Load a checkpoint into the trained module and trainer state; returns (step, sampler,
+    elapsed). A sharded checkpoint (DCP, ``state/``) loads at any world size and strategy; a
+    whole one (``model.safetensors`` + the optimizer in ``trainer.pt``) only into an unsharded
+    stage."""
+    if sharded and not ckpt.sharded:
+        raise CheckpointError(
+            f"{ckpt.path}: written by an unsharded (ddp) stage; resume it with parallel.strategy"
+            " ddp (a sharded stage resumes from the DCP shards its own checkpoints hold)"
+        )
     state = ckpt.trainer_state()
     step = int(state["step"])
     if step > settings.steps:
@@ -123,7 +148,11 @@ def _restore(
             f"steps: the checkpoint {ckpt.path} is at step {step}, past this stage's"
             f" {settings.steps} steps"
         )
-    optimizer.load_state_dict(state["optimizer"])
+    if ckpt.sharded:
+        load_sharded(ckpt.path / STATE_DIR, net, optimizer)
+    else:
+        ckpt.load_model(net)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng_states = state["rng"]
     if len(rng_states) == info.world_size:
@@ -137,6 +166,15 @@ def _restore(
         seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, step))
     sampler = SamplerState(**state["sampler"])
     return step, sampler, float(state.get("elapsed_s", 0.0))
+
+
+def _groups_of(net: nn.Module, model: nn.Module, groups: list[dict] | None) -> list[dict] | None:
+    """``groups`` (of ``model``'s parameters) over the same-named parameters of ``net``."""
+    if groups is None or net is model:
+        return groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    own = dict(net.named_parameters())
+    return [{**g, "params": [own[names[id(p)]] for p in g["params"]]} for g in groups]
 
 
 def train_stage(
@@ -153,6 +191,7 @@ def train_stage(
     sample_weights: Float[np.ndarray, " n"] | None = None,
     name: str = "train",
     evaluation: PeriodicEval | None = None,
+    parallel: ParallelSettings | None = None,
 ) -> StageResult:
     """Train ``model`` for ``settings.steps`` optimizer steps; see the module docstring.
 
@@ -162,7 +201,9 @@ def train_stage(
     fresh start refuses an ``out_dir`` that already holds checkpoints. ``sample_weights`` (one per
     sample) switches the sampler to weighted draws with replacement. ``evaluation`` evaluates
     periodically, keeps the best weights and may stop early (f1kit.train.evaluation); the result's
-    ``steps`` is then the step it stopped at.
+    ``steps`` is then the step it stopped at. ``parallel`` chooses DDP (default) or FSDP / HSDP
+    sharding over the ranks (f1kit.train.parallel): a sharded stage trains a sharded copy on
+    this rank's device, checkpoints DCP shards, and leaves the trained weights in ``model``.
 
     Example::
 
@@ -179,9 +220,25 @@ def train_stage(
     wall_start = time.perf_counter()
     info = init_distributed()
     settings.local_batch_size(info.world_size)
-    device = model_device(model)
+    par = parallel if parallel is not None else ParallelSettings()
     out_dir = Path(out_dir)
-    optimizer = build_optimizer(model, settings, param_groups)
+    # Sharded over ranks: a sharded copy of the model trains (net), on this rank's device.
+    sharded = par.sharded and info.world_size > 1
+    if sharded:
+        module, net = sharded_replica(
+            model,
+            lambda m: LossModule(m, loss_fn),
+            par,
+            par.mesh(info.device, info.world_size),
+            info.device,
+            settings.precision,
+        )
+        device = info.device
+    else:
+        net, module, device = model, LossModule(model, loss_fn), model_device(model)
+        if par.activation_checkpointing:
+            set_checkpointing(model, True)
+    optimizer = build_optimizer(net, settings, _groups_of(net, model, param_groups))
     scheduler = build_scheduler(optimizer, settings)
 
     # The main rank removes unfinished checkpoints and verifies (hashes) the candidates; the
@@ -218,16 +275,20 @@ def train_stage(
         tracker = EvalTracker(out_dir, evaluation, None if existing is None else existing.step)
     if existing is not None:
         start, sampler_state, prior_elapsed = _restore(
-            existing, model, optimizer, scheduler, info, settings
+            existing, net, optimizer, scheduler, info, settings, sharded
         )
         log.info("%s: resuming from %s (step %d)", name, existing.path, start)
         unfinished = tracker is not None and tracker.due(start, settings.steps)
+        if sharded and unfinished:
+            copy_back(net, model)  # (collective)
         if unfinished and not tracker.done_at(start):  # killed while evaluating
             tracker.evaluate(start, model, existing.model_path)
         stopped = _agree_to_stop(tracker, evaluation)
         if stopped:
             log.info("%s: stopped early at step %d (patience)", name, start)
         if start == settings.steps or stopped:
+            if sharded:
+                copy_back(net, model)
             return StageResult(
                 start, float(existing.meta.get("loss", math.nan)), 0.0, existing.path,
                 out_dir / "metrics.jsonl", resumed_from=start,
@@ -236,14 +297,13 @@ def train_stage(
         start, sampler_state, prior_elapsed = 0, None, 0.0
         seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, 0))
 
-    module: nn.Module = LossModule(model, loss_fn)
-    if info.world_size > 1:
+    if info.world_size > 1 and not par.sharded:
         module = DistributedDataParallel(
             module,
             device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=settings.find_unused_parameters,
         )
-    model.train()
+    net.train()
     sampler = ShardedBatchSampler(
         len(dataset),
         settings.batch_size,
@@ -273,6 +333,8 @@ def train_stage(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
     generator = torch.Generator(device=device)
+    local = settings.local_batch_size(info.world_size)
+    draws = GlobalBatch(generator, info.rank * local, (info.rank + 1) * local, settings.batch_size)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"
     )
@@ -285,12 +347,14 @@ def train_stage(
         for k, batch in enumerate(loader):
             step = start + k
             batch = to_device(batch, device, non_blocking=pin)
-            generator.manual_seed(derive_seed(settings.seed, info.rank, step))
+            generator.manual_seed(derive_seed(settings.seed, 0, step))
             with autocast:
-                loss, step_metrics = module(batch, generator)
+                loss, step_metrics = module(batch, draws)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
             lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
             optimizer.step()
             scheduler.step()
@@ -318,7 +382,6 @@ def train_stage(
             if checkpoint_now:
                 trainer_state = {
                     "step": done,
-                    "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "sampler": sampler.state_after(k + 1).as_dict(),
                     "rng": all_gather_objects(get_rng_state()),
@@ -331,8 +394,13 @@ def train_stage(
                     "loss": last_loss,
                     "world_size": info.world_size,
                     "settings": asdict(settings),
+                    "parallel": asdict(par),
                 }
-                if info.is_main:
+                if par.sharded:
+                    export = done == settings.steps or evaluate_now
+                    _save_sharded(out_dir, done, net, model, optimizer, trainer_state, meta, export)
+                elif info.is_main:
+                    trainer_state["optimizer"] = optimizer.state_dict()
                     save_checkpoint(out_dir, done, model.state_dict(), trainer_state, meta)
                 barrier()
             bar.advance(
@@ -340,6 +408,8 @@ def train_stage(
                 None if record is None else record["samples_per_s"],
             )
             if evaluate_now:
+                if sharded:
+                    copy_back(net, model)  # (collective) the main rank evaluates the whole model
                 if tracker is not None:
                     weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
                     tracker.evaluate(done, model, weights)
@@ -350,6 +420,10 @@ def train_stage(
         bar.close()
         if metrics is not None:
             metrics.close()
+        if par.activation_checkpointing and not sharded:
+            set_checkpointing(model, False)
+    if sharded:
+        copy_back(net, model)  # (collective) later stages, the policy and evaluation read it
     return StageResult(
         done,
         last_loss,
@@ -358,6 +432,33 @@ def train_stage(
         out_dir / "metrics.jsonl",
         resumed_from=start if existing else None,
     )
+
+
+def _save_sharded(
+    out_dir: Path,
+    step: int,
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: Optimizer,
+    trainer_state: dict,
+    meta: dict,
+    export: bool,
+) -> None:
+    """A sharded stage's checkpoint: every rank writes its DCP shards of ``net``; with
+    ``export`` the trained weights are gathered into ``model`` and the main rank writes its
+    ``model.safetensors`` (the file layout, whatever the strategy); the main rank writes the
+    rest and publishes it. Collective."""
+    if is_main():
+        begin_checkpoint(out_dir, step)
+    barrier()
+    tmp = out_dir / "checkpoints" / f".tmp-{step_name(step)}"
+    save_sharded(tmp / STATE_DIR, net, optimizer)
+    if export and net is not model:
+        copy_back(net, model)
+    if is_main():
+        if export:
+            save_model_weights(model.state_dict(), tmp / MODEL_FILE)
+        publish_checkpoint(out_dir, step, trainer_state, meta)
 
 
 def _agree_to_stop(tracker: EvalTracker | None, evaluation: PeriodicEval | None) -> bool:

@@ -86,12 +86,13 @@ def test_records_average_the_steps_since_the_last_one(tmp_path: Path) -> None:
         previous = r["step"]
 
 
-def test_generator_is_seeded_from_seed_rank_and_step(tmp_path: Path) -> None:
+def test_draws_are_seeded_from_seed_and_step_for_the_whole_batch(tmp_path: Path) -> None:
     draws = []
 
-    def loss_fn(model, batch, generator):
-        draws.append(torch.rand(3, generator=generator))
-        return make_loss()(model, batch, generator)
+    def loss_fn(model, batch, step_draws):
+        assert (step_draws.start, step_draws.stop, step_draws.total) == (0, 4, 4)
+        draws.append(torch.rand(3, generator=step_draws.generator))
+        return make_loss()(model, batch, step_draws)
 
     train_stage(
         Net(),

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from f1kit.global_batch import GlobalBatch
+
 WEIGHTS = (1.0, -2.0, 3.0, 0.5)
 
 
@@ -49,20 +51,25 @@ class Net(nn.Module):
 
 
 def make_loss(noise: float = 0.0, sleep: float = 0.0):
-    """A loss_fn: MSE against targets jittered with ``noise`` drawn from the step generator."""
+    """A loss_fn: MSE against targets jittered with ``noise`` drawn from the step's draws."""
 
-    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator):
+    def loss_fn(model: nn.Module, batch: dict, draws: GlobalBatch):
         if sleep:
             time.sleep(sleep)
         y = batch["y"]
         if noise:
-            y = y + noise * torch.randn(y.shape, generator=generator, device=y.device)
+            g = draws.generator
+            y = y + noise * draws.rows(lambda n: torch.randn(n, generator=g, device=g.device))
         loss = ((model(batch["x"]) - y) ** 2).mean()
         return loss, {"mse_loss": loss.detach()}
 
     return loss_fn
 
 
-def custom_method_loss(model: nn.Module, batch: dict, generator: torch.Generator):
-    loss = model.custom_loss(batch)
+def custom_method_loss(model: nn.Module, batch: dict, draws: GlobalBatch):
+    """A custom method of the model (not ``forward``) on targets jittered per sample: the jitter
+    comes from the global batch's draws, so ranks that split a batch jitter as one process."""
+    g = draws.generator
+    jitter = draws.rows(lambda n: torch.randn(n, generator=g, device=g.device))
+    loss = model.custom_loss({**batch, "y": batch["y"] + 0.5 * jitter})
     return loss, {}

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from f1kit.recipe.fields import Count, Name, NonNegative, Problems, Section
 from f1kit.recipe.schema.data import DataConfig
 from f1kit.recipe.schema.init import RecipeModel
+from f1kit.recipe.schema.parallel import ParallelConfig
 from f1kit.recipe.schema.stages import Stage
 
 
@@ -23,6 +24,7 @@ class Recipe(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Count | None = None
     data: DataConfig = Field(default_factory=DataConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     model: RecipeModel
     stages: list[Stage] = Field(min_length=1)
 

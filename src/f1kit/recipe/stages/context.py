@@ -26,6 +26,7 @@ from f1kit.recipe.fields import RecipeError
 from f1kit.recipe.schema import Recipe, TrainStage
 from f1kit.recipe.stages.train_data import StageDataError, stage_data
 from f1kit.recipe.stages.weights import load_init, load_tokenizer_weights
+from f1kit.train.distributed import world_size
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class RunContext:
         if recipe.threads:
             torch.set_num_threads(recipe.threads)
         device = _device(recipe.device, dist_device)
+        if recipe.parallel.strategy != "ddp" and world_size() > 1:
+            # The whole model stays in host memory; each rank's device holds only the shards a
+            # stage trains (f1kit.train.parallel). Evaluation and the tokenizer stage run here.
+            device = torch.device("cpu")
         torch.manual_seed(recipe.seed)
         data = datasets(recipe, out, progress)
         held = held_out_rows(data, recipe.data.validation)

@@ -4,9 +4,9 @@ weights the previous stage left; the policy is saved after it."""
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from f1kit.global_batch import GlobalBatch
 from f1kit.recipe.schema import TrainStage
 from f1kit.recipe.stage_eval import recipe_policy, stage_evaluation
 from f1kit.recipe.stages.context import DONE, RunContext
@@ -47,8 +47,8 @@ def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evalua
     objective = stage.objective(recipe.model)
     groups = model.param_groups(stage.lr)
 
-    def loss_fn(net: nn.Module, batch: dict, generator: torch.Generator):
-        return net(batch, generator, objective=objective)
+    def loss_fn(net: nn.Module, batch: dict, draws: GlobalBatch):
+        return net(batch, draws, objective=objective)
 
     result = train_stage(
         model,
@@ -63,6 +63,7 @@ def _train(ctx: RunContext, stage: TrainStage, index, stage_dir, dataset, evalua
         sample_weights=sample_weights(dataset, stage.weighting or recipe.data.weighting),
         name=stage.name,
         evaluation=evaluation,
+        parallel=recipe.parallel.settings(),
     )
     summary = {
         "steps": result.steps,

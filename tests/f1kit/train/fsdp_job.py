@@ -1,0 +1,93 @@
+"""One post-train-like stage of a micro F1, run in-process or as one rank of a gloo group.
+
+``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume]`` is what each rank of the
+sharded tests runs (the torchrun variables set by the test); `run_job` is the same stage in the
+test process. The Understanding expert is frozen (as in stage I), so the tests can check frozen
+weights stay untouched; the action padding differs per sample, so a split batch's loss must be
+normalised over the whole batch to match one process.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: `tests.` imports
+
+from f1kit.train import ParallelSettings, StageResult, TrainSettings, train_stage
+from tests.f1kit.model.helpers import micro_model, random_batch
+
+SAMPLES, STEPS = 16, 6
+SETTINGS = dict(steps=STEPS, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1, seed=3)
+
+
+class Windows(Dataset):
+    """``SAMPLES`` random micro-F1 training samples, some with padded action steps."""
+
+    def __init__(self) -> None:
+        batch = random_batch(SAMPLES, seed=1)
+        batch["action_is_pad"][::3, 2:] = True  # 1 of 3 real steps padded in every third sample
+        batch["action_is_pad"][1::5, 1:] = True
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return SAMPLES
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+def loss_fn(model, batch, draws):
+    return model(batch, draws, objective=OBJECTIVE)
+
+
+def _objective():
+    from f1kit.model import Objective
+
+    return Objective(action=1.0, generation=0.1)
+
+
+OBJECTIVE = _objective()
+
+
+def build():
+    model = micro_model(seed=0)
+    model.set_trainable(["generation", "action"])
+    return model
+
+
+def run_job(out: Path, parallel: ParallelSettings, resume: bool = False):
+    torch.set_num_threads(1)
+    model = build()
+    result: StageResult = train_stage(
+        model,
+        loss_fn,
+        Windows(),
+        TrainSettings(**SETTINGS),
+        out,
+        resume=resume,
+        progress=False,
+        parallel=parallel,
+    )
+    return model, result
+
+
+if __name__ == "__main__":
+    from f1kit.train import init_distributed, shutdown_distributed
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    out, strategy = Path(args[0]), args[1]
+    shard_size = int(args[2]) if len(args) > 2 else None
+    init_distributed()
+    parallel = ParallelSettings(
+        strategy=strategy, shard_size=shard_size, activation_checkpointing="--ac" in sys.argv
+    )
+    model, _ = run_job(out, parallel, resume="--resume" in sys.argv)
+    from f1kit.train import is_main
+
+    if is_main():  # the trained weights every rank got back, for the test to compare
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "final.st")
+    shutdown_distributed()
