@@ -13,6 +13,8 @@
 #
 # $OUT/gpu.txt              nvidia-smi and torch's view of the device
 # $OUT/cuda_tests.log       pytest -m cuda (also cuda_tests.xml, JUnit)
+# $OUT/f1_fsdp_step.jsonl   benchmarks/f1_fsdp_step.py: a paper-size post-train step, FSDP +
+#                           activation checkpointing vs unsharded, step time and peak memory
 # $OUT/f1_inference.jsonl   benchmarks/f1_inference.py --size paper records, all modes
 # $OUT/bench.log            the benchmark's log (stderr)
 # $OUT/steps.log            each step's exit status and seconds
@@ -56,6 +58,10 @@ step() {
 step cuda_tests 170 60 python3 -m pytest -m cuda -q -p no:cacheprovider -rs \
   --junitxml="$OUT/cuda_tests.xml" tests/attention tests/mot tests/flow tests/f1kit/model \
   >"$OUT/cuda_tests.log" 2>&1
+
+# Issue 19: one paper-size post-train step (batch 16, one GPU) through the trainer's sharded path.
+step fsdp_step 200 120 python3 benchmarks/f1_fsdp_step.py --device cuda --size paper --batch 16 \
+  --repeats 3 --warmup 1 >"$OUT/f1_fsdp_step.jsonl" 2>>"$OUT/bench.log"
 
 BENCH=(python3 benchmarks/f1_inference.py --size paper --device cuda --repeats 10 --warmup 3)
 JSONL="$OUT/f1_inference.jsonl"
