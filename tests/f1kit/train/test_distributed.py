@@ -1,14 +1,12 @@
 """DDP over gloo on CPU: two processes train exactly like one with the same global batch."""
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from f1kit.train import TrainSettings, load_latest, load_model_weights, read_metrics, train_stage
+from tests.f1kit.train.ranks import run_two_ranks
 from tests.f1kit.train.toy import Net, Regression, custom_method_loss
 
 SETTINGS = dict(steps=8, batch_size=8, lr=0.05, warmup_steps=2, checkpoint_every=4, log_every=1)
@@ -35,28 +33,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     toy_dir = str(Path(__file__).parent)
     script.write_text(SCRIPT.format(toy_dir=toy_dir, settings=SETTINGS, out=str(out)))
-    # The variables torchrun would set; launching the two ranks directly saves its start-up.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    base.update(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    try:
-        logs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    run_two_ranks([sys.executable, str(script)], timeout=120)
 
     # Rank 1 built its model from another seed: DDP's start-up broadcast makes rank 0's the one.
     single = tmp_path / "single"

@@ -8,9 +8,7 @@ against one process (bf16 rounding differs by design; `benchmarks/gpu_check.sh` 
 on the GPU), and NCCL, CUDA streams and prefetch overlap need a GPU.
 """
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,47 +20,16 @@ from safetensors.torch import load_file
 from f1kit.train import ParallelSettings, read_metrics
 from tests.f1kit.model.helpers import micro_model, random_batch
 from tests.f1kit.train.fsdp_job import OBJECTIVE, SETTINGS, STEPS, build, run_job
+from tests.f1kit.train.ranks import free_port, rank_env, run_two_ranks
 
 JOB = Path(__file__).with_name("fsdp_job.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-
-
-def _two_ranks(*args: str) -> None:
-    """Each rank started directly with the variables torchrun would set (saves its start-up)."""
-    base = {**_env(), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
-    base["MASTER_PORT"] = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(JOB), *args],
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    try:
-        logs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same stage sharded over 2 ranks (FSDP + activation checkpointing) and in 1 process."""
     root = tmp_path_factory.mktemp("fsdp")
-    _two_ranks(str(root / "fsdp"), "fsdp", "--ac")
+    run_two_ranks([sys.executable, str(JOB), str(root / "fsdp"), "fsdp", "--ac"])
     model, _ = run_job(root / "one", ParallelSettings())
     (root / "one").mkdir(exist_ok=True)
     from safetensors.torch import save_file
@@ -136,14 +103,14 @@ def test_saved_on_two_ranks_resumes_on_two_hsdp_ranks_through_a_c10d_rendezvous(
     rendezvous on loopback, here resharding FSDP's checkpoint onto HSDP's 2-D mesh."""
     out = runs["root"] / "resumed-2"
     _killed_after(runs["fsdp"], out, STEPS - 2)
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc-per-node", "2", "--node-rank", "0",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "f1kit",
         str(JOB), str(out), "hsdp", "1", "--resume",
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, env=rank_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     resumed, final = (load_file(str(p / "final.st")) for p in (out, runs["fsdp"]))
     assert _max_diff(resumed, final) < 1e-6
