@@ -71,7 +71,8 @@ def sample_tokens(
     returns the first token whose cumulative probability exceeds u times the row's total. One
     number per token, not one per vocabulary entry (``torch.multinomial`` draws a whole row), is
     what lets a training step draw a global batch's uniforms on every rank and keep its own rows
-    (`f1kit.global_batch`). Tokens of probability zero are never returned.
+    (`f1kit.global_batch`). Tokens of probability zero are never returned; a row without a
+    finite positive mass (NaN or infinite logits) returns v, an out-of-range code.
     """
     check_sampling(top_k, top_p, temperature)
     if temperature == 0:
@@ -82,11 +83,18 @@ def sample_tokens(
         uniforms = token_uniforms(b, n, generator, logits.device)
     elif uniforms.shape != (b, n):
         raise ValueError(f"uniforms: expected shape {[b, n]}, got {list(uniforms.shape)}")
-    cdf = probs.cumsum(dim=-1)
-    point = (uniforms.to(device=cdf.device, dtype=cdf.dtype) * cdf[..., -1]).contiguous()
+    kept = probs > 0
+    # A filtered token's cumulative mass is its predecessor's, exactly (a parallel scan may add
+    # its zero in another order, one ulp apart), so the first entry above u * total is never one.
+    cdf = torch.where(kept, probs.cumsum(dim=-1), 0.0).cummax(dim=-1).values
+    total = cdf[..., -1]
+    point = (uniforms.to(device=cdf.device, dtype=cdf.dtype) * total).contiguous()
     drawn = torch.searchsorted(cdf, point.unsqueeze(-1), right=True).squeeze(-1)
     # u * total can round up to the total, past every entry; the last token of positive
     # probability is then the right one (trailing entries may be filtered to zero).
-    index = torch.arange(v, device=probs.device)
-    last = torch.where(probs > 0, index, 0).amax(dim=-1)
-    return torch.minimum(drawn, last)
+    last = torch.where(kept, torch.arange(v, device=probs.device), 0).amax(dim=-1)
+    drawn = torch.minimum(drawn, last)
+    # NaN or infinite logits (a diverged model) leave no finite positive mass: the row gets the
+    # out-of-range code v, which the next lookup refuses, instead of a plausible token (checking
+    # here would read the device from the host: inference never does, `f1kit.host_reads`).
+    return torch.where(torch.isfinite(total) & (total > 0), drawn, v)

@@ -66,3 +66,13 @@ def test_inverse_cdf_reads_its_uniforms_and_never_returns_a_filtered_token() -> 
     assert torch.equal(drawn, sample_tokens(logits, None, top_k=3, uniforms=given_u))
     with pytest.raises((ValueError, TypeError), match="uniforms"):  # TypeError: the shape hook
         sample_tokens(logits, None, uniforms=torch.zeros(1, 4))
+
+
+def test_filtered_tokens_between_kept_ones_are_skipped_and_non_finite_rows_are_refused() -> None:
+    logits = torch.tensor([[[1.0, 3.0, 0.5, 2.0]]]).expand(1, 4, 4)  # top 2: tokens 1 and 3
+    p1 = float(filter_logits(logits[0, 0], top_k=2).softmax(-1)[1])
+    u = torch.tensor([[0.0, p1 - 1e-6, p1, 0.9999]])  # u = p1 exactly: past token 1 and 2
+    assert sample_tokens(logits, None, top_k=2, uniforms=u).tolist() == [[1, 1, 3, 3]]
+    broken = torch.tensor([[[float("nan"), 0.0, 1.0], [float("inf"), 0.0, 1.0], [0.0, 1.0, 2.0]]])
+    got = sample_tokens(broken, torch.Generator().manual_seed(0))
+    assert got[0, :2].tolist() == [3, 3] and 0 <= int(got[0, 2]) < 3  # v = 3: out of range

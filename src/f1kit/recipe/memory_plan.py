@@ -9,7 +9,8 @@ section, per training stage and per rank:
   copy in its all-reduce buckets;
 * **optimizer**: AdamW's two fp32 moments per trainable parameter, sharded like the gradients;
 * **gathered**: FSDP's transient whole copy of the units in flight (the largest unit at the
-  compute dtype, twice for the prefetch, plus its unsharded gradient before reduce-scatter);
+  compute dtype, twice for the prefetch, plus its unsharded gradient before reduce-scatter;
+  every unit with ``reshard_after_forward: false``);
 * **activations** (an estimate): what autograd keeps per token of each expert in each MoT layer,
   ``(4 d + 2 q + kv + 4 m)`` values for width d, query width q, key/value width kv and MLP width m
   (the norms' inputs and outputs, Q/K/V and the attention output, the gated MLP's three
@@ -107,8 +108,12 @@ def _stage_plan(
         parameters = 4 * ((n_all - n_whole) // shards + n_whole)
         gradients = 4 * n_train // shards
         optimizer = 8 * n_train // shards
-        largest = max((_count(_unique(u)) for u in shard_units(model)), default=0)
-        gathered = largest * ((2 if bf16 else 4) * 2 + 4)
+        sizes = [_count(_unique(u)) for u in shard_units(model)]
+        largest, compute = max(sizes, default=0), 2 if bf16 else 4
+        # Resharding after forward keeps the unit in flight and the prefetched next one;
+        # without it every unit stays gathered from its forward to its backward.
+        held = 2 * largest if parallel.reshard_after_forward else sum(sizes)
+        gathered = held * compute + largest * 4  # + the unit's unsharded fp32 gradient
     else:
         parameters, gradients, optimizer, gathered = 4 * n_all, 8 * n_train, 8 * n_train, 0
         if world == 1:

@@ -29,8 +29,9 @@ from f1kit.recipe.schema import Recipe, TrainStage
 log = logging.getLogger(__name__)
 
 RESUME_LOG = "resume.jsonl"
-# Keys a resume may change freely: where and how fast the run goes, and what it is called.
-FREE_KEYS = ("name", "description", "threads", "device", "output")
+# Keys a resume may change freely: where, how fast and how spread over ranks the run goes
+# (DCP checkpoints resume under any strategy), and what it is called.
+FREE_KEYS = ("name", "description", "threads", "device", "output", "parallel")
 FILES = ("recipe.yaml", "run.log", "report.md", RESUME_LOG)
 FOLDERS = ("data", "stages", "policy", "plots")
 

@@ -10,6 +10,7 @@ stage may call it.
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ def init_distributed(backend: str | None = None) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, init_method="env://")
+    # Rank 0 alone evaluates, hashes checkpoints and writes reports while the others wait in a
+    # collective; NCCL's default 10-minute watchdog would abort a paper-size evaluation.
+    dist.init_process_group(backend=backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
     log.info("joined process group: rank %d of %d (%s, %s)", rank, world_size, backend, device)
     return DistInfo(rank, world_size, local_rank, device)
 

@@ -188,12 +188,15 @@ def set_checkpointing(model: nn.Module, on: bool) -> None:
 
 
 def copy_back(replica: nn.Module, model: nn.Module) -> None:
-    """Gather the replica's trained parameters into ``model`` (on every rank; collective)."""
+    """Gather the replica's trained parameters (and its buffers, never sharded) into ``model``
+    (on every rank; collective)."""
     targets = dict(model.named_parameters())
     with torch.no_grad():
         for name, param in replica.named_parameters():
             full = param.full_tensor() if isinstance(param, DTensor) else param
             targets[name].copy_(full.to(targets[name].device))
+        for buffer, source in zip(model.buffers(), replica.buffers(), strict=True):
+            buffer.copy_(source.to(buffer.device))
 
 
 def fsdp_modules(model: nn.Module) -> Iterable[FSDPModule]:

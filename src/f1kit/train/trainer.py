@@ -278,11 +278,11 @@ def train_stage(
             existing, net, optimizer, scheduler, info, settings, sharded
         )
         log.info("%s: resuming from %s (step %d)", name, existing.path, start)
-        unfinished = tracker is not None and tracker.due(start, settings.steps)
-        if sharded and unfinished:
-            copy_back(net, model)  # (collective)
-        if unfinished and not tracker.done_at(start):  # killed while evaluating
-            tracker.evaluate(start, model, existing.model_path)
+        # Killed while evaluating: the main rank's records know; every rank learns (collective).
+        pending = tracker is not None and tracker.due(start, settings.steps)
+        pending = bool(all_gather_objects(pending and not tracker.done_at(start))[0])
+        if pending:
+            _evaluate(tracker, start, net, model, existing.model_path, info, sharded)
         stopped = _agree_to_stop(tracker, evaluation)
         if stopped:
             log.info("%s: stopped early at step %d (patience)", name, start)
@@ -408,11 +408,8 @@ def train_stage(
                 None if record is None else record["samples_per_s"],
             )
             if evaluate_now:
-                if sharded:
-                    copy_back(net, model)  # (collective) the main rank evaluates the whole model
-                if tracker is not None:
-                    weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
-                    tracker.evaluate(done, model, weights)
+                weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
+                _evaluate(tracker, done, net, model, weights, info, sharded)
                 if _agree_to_stop(tracker, evaluation):
                     log.info("%s: stopped early at step %d (patience)", name, done)
                     break
@@ -459,6 +456,40 @@ def _save_sharded(
         if export:
             save_model_weights(model.state_dict(), tmp / MODEL_FILE)
         publish_checkpoint(out_dir, step, trainer_state, meta)
+
+
+def _evaluate(
+    tracker: EvalTracker | None,
+    step: int,
+    net: nn.Module,
+    model: nn.Module,
+    weights: Path,
+    info: DistInfo,
+    sharded: bool,
+) -> None:
+    """The main rank evaluates ``model`` at ``step`` (every rank calls this). A sharded stage
+    first gathers the trained weights into the whole model (collective), which the main rank
+    moves onto its device for the evaluation and back to the host after."""
+    if sharded:
+        copy_back(net, model)
+    if tracker is None:
+        return
+    if not weights.is_file():
+        log.warning(
+            "step %d: no %s to evaluate (a sharded checkpoint holds it only at evaluation"
+            " steps and at the end); evaluation skipped",
+            step,
+            weights,
+        )
+        return
+    host = model_device(model)
+    if sharded:
+        model.to(info.device)
+    try:
+        tracker.evaluate(step, model, weights)
+    finally:
+        if sharded:
+            model.to(host)
 
 
 def _agree_to_stop(tracker: EvalTracker | None, evaluation: PeriodicEval | None) -> bool:

@@ -90,6 +90,10 @@ def test_sharding_divides_what_it_shards_and_keeps_the_tokenizer_whole() -> None
     tokenizer = 4 * 108_948_355  # VAR's VQ-VAE (the paper tokenizer), kept whole on every rank
     sharded = (one[post].parameters - tokenizer) / 8 + tokenizer
     assert eight[post].parameters == pytest.approx(sharded, abs=8)
+    kept = plan_recipe(
+        load_recipe(PAPER, ["parallel.strategy=fsdp", "parallel.reshard_after_forward=false"]), 8
+    )
+    assert {p.stage: p for p in kept}[post].gathered > 2 * eight[post].gathered  # every unit
     checkpointed = plan_recipe(load_recipe(PAPER, ["parallel.activation_checkpointing=true"]), 8)
     assert {p.stage: p for p in checkpointed}[post].activations < one[post].activations / 4
 

@@ -1,6 +1,6 @@
 """One post-train-like stage of a micro F1, run in-process or as one rank of a gloo group.
 
-``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume]`` is what each rank of the
+``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume] [--eval]`` is what each rank of the
 sharded tests runs (the torchrun variables set by the test); `run_job` is the same stage in the
 test process. The Understanding expert is frozen (as in stage I), so the tests can check frozen
 weights stay untouched; the action padding differs per sample, so a split batch's loss must be
@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: `tests.` imports
 
 from f1kit.train import ParallelSettings, StageResult, TrainSettings, train_stage
+from f1kit.train.evaluation import PeriodicEval
 from tests.f1kit.model.helpers import micro_model, random_batch
 
 SAMPLES, STEPS = 16, 6
@@ -57,9 +58,19 @@ def build():
     return model
 
 
-def run_job(out: Path, parallel: ParallelSettings, resume: bool = False):
+def weight_norm(model: torch.nn.Module) -> dict[str, float]:
+    """The evaluation: a score of the whole model the main rank holds (its trained weights)."""
+    return {"weight_norm": float(sum(p.detach().double().norm() for p in model.parameters()))}
+
+
+def run_job(out: Path, parallel: ParallelSettings, resume: bool = False, evaluate: bool = False):
     torch.set_num_threads(1)
     model = build()
+    evaluation = None
+    if evaluate:  # every 2 steps, as the checkpoints: a resume starts at an evaluation step
+        evaluation = PeriodicEval(
+            every=2, run=lambda step: weight_norm(model), select="weight_norm"
+        )
     result: StageResult = train_stage(
         model,
         loss_fn,
@@ -69,6 +80,7 @@ def run_job(out: Path, parallel: ParallelSettings, resume: bool = False):
         resume=resume,
         progress=False,
         parallel=parallel,
+        evaluation=evaluation,
     )
     return model, result
 
@@ -83,7 +95,7 @@ if __name__ == "__main__":
     parallel = ParallelSettings(
         strategy=strategy, shard_size=shard_size, activation_checkpointing="--ac" in sys.argv
     )
-    model, _ = run_job(out, parallel, resume="--resume" in sys.argv)
+    model, _ = run_job(out, parallel, "--resume" in sys.argv, "--eval" in sys.argv)
     from f1kit.train import is_main
 
     if is_main():  # the trained weights every rank got back, for the test to compare

@@ -29,8 +29,8 @@ JOB = Path(__file__).with_name("fsdp_job.py")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same stage sharded over 2 ranks (FSDP + activation checkpointing) and in 1 process."""
     root = tmp_path_factory.mktemp("fsdp")
-    run_two_ranks([sys.executable, str(JOB), str(root / "fsdp"), "fsdp", "--ac"])
-    model, _ = run_job(root / "one", ParallelSettings())
+    run_two_ranks([sys.executable, str(JOB), str(root / "fsdp"), "fsdp", "--ac", "--eval"])
+    model, _ = run_job(root / "one", ParallelSettings(), evaluate=True)
     (root / "one").mkdir(exist_ok=True)
     from safetensors.torch import save_file
 
@@ -59,22 +59,31 @@ def test_fsdp_on_two_ranks_trains_as_one_process(runs: dict[str, Path]) -> None:
     frozen = [k for k in initial if k.startswith("understanding.") or ".understanding." in k]
     assert frozen and all(torch.equal(final[k], initial[k]) for k in frozen)
     assert any(not torch.equal(final[k], initial[k]) for k in final if k not in frozen)
+    # The main rank evaluated the trained weights, gathered into its whole model, every 2 steps.
+    evals = [read_metrics(runs[k] / "evals.jsonl") for k in ("fsdp", "one")]
+    assert [r["step"] for r in evals[0]] == [2, 4, 6] == [r["step"] for r in evals[1]]
+    for a, b in zip(*evals, strict=True):
+        assert a["weight_norm"] == pytest.approx(b["weight_norm"], rel=1e-6)
 
 
-def test_a_sharded_checkpoint_holds_dcp_shards_and_the_whole_model_at_the_end(
+def test_a_sharded_checkpoint_holds_dcp_shards_and_the_whole_model_where_it_is_read(
     runs: dict[str, Path],
 ) -> None:
     ckpts = runs["fsdp"] / "checkpoints"
-    last, before = ckpts / f"step-{STEPS:07d}", ckpts / f"step-{STEPS - 2:07d}"
-    for ckpt in (last, before):
+    last = ckpts / f"step-{STEPS:07d}"
+    for ckpt in (last, ckpts / f"step-{STEPS - 2:07d}"):
         state = sorted(p.name for p in (ckpt / "state").iterdir())
         assert ".metadata" in state and len([s for s in state if s.endswith(".distcp")]) == 2
         listed = (ckpt / "manifest.json").read_text()
         assert all(f"state/{name}" in listed for name in state)
-    # The whole model only where it is read (the stage's end); its layout is the ddp one's.
-    assert (last / "model.safetensors").exists() and not (before / "model.safetensors").exists()
+    # The whole model, in the ddp layout, at evaluation steps and at the end.
     exported = load_file(str(last / "model.safetensors"))
     assert _max_diff(exported, load_file(str(runs["fsdp"] / "final.st"))) == 0.0
+    # Without evaluation only the end has it (a sharded strategy in one process: the same format).
+    one = runs["root"] / "fsdp-one-process"
+    run_job(one, ParallelSettings(strategy="fsdp"))
+    present = {c.name: (c / "model.safetensors").exists() for c in (one / "checkpoints").glob("s*")}
+    assert present == {f"step-{STEPS - 2:07d}": False, f"step-{STEPS:07d}": True}
 
 
 def _killed_after(src: Path, dst: Path, step: int) -> None:
@@ -90,7 +99,7 @@ def _killed_after(src: Path, dst: Path, step: int) -> None:
 def test_saved_on_two_ranks_resumes_in_one_process(runs: dict[str, Path]) -> None:
     out = runs["root"] / "resumed-1"
     _killed_after(runs["fsdp"], out, STEPS - 2)
-    model, result = run_job(out, ParallelSettings(), resume=True)
+    model, result = run_job(out, ParallelSettings(), resume=True, evaluate=True)
     assert result.resumed_from == STEPS - 2 and result.steps == STEPS
     final = load_file(str(runs["fsdp"] / "final.st"))
     assert _max_diff(model.state_dict(), final) < 1e-6
@@ -100,7 +109,8 @@ def test_saved_on_two_ranks_resumes_on_two_hsdp_ranks_through_a_c10d_rendezvous(
     runs: dict[str, Path],
 ) -> None:
     """The multi-node command line (docs/scale.md) on one machine: torchrun with a c10d
-    rendezvous on loopback, here resharding FSDP's checkpoint onto HSDP's 2-D mesh."""
+    rendezvous on loopback, here resharding FSDP's checkpoint onto HSDP's 2-D mesh, resuming
+    at an evaluation step (every rank must then agree on whether to gather the weights)."""
     out = runs["root"] / "resumed-2"
     _killed_after(runs["fsdp"], out, STEPS - 2)
     port = free_port()
@@ -108,7 +118,7 @@ def test_saved_on_two_ranks_resumes_on_two_hsdp_ranks_through_a_c10d_rendezvous(
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc-per-node", "2", "--node-rank", "0",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "f1kit",
-        str(JOB), str(out), "hsdp", "1", "--resume",
+        str(JOB), str(out), "hsdp", "2", "--resume", "--eval",
     ]  # fmt: skip
     done = subprocess.run(cmd, env=rank_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
