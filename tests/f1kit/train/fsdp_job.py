@@ -1,10 +1,10 @@
 """One post-train-like stage of a micro F1, run in-process or as one rank of a gloo group.
 
-``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume] [--eval]`` is what each rank of the
-sharded tests runs (the torchrun variables set by the test); `run_job` is the same stage in the
-test process. The Understanding expert is frozen (as in stage I), so the tests can check frozen
-weights stay untouched; the action padding differs per sample, so a split batch's loss must be
-normalised over the whole batch to match one process.
+``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume] [--eval] [--bf16]`` is what
+each rank of the sharded tests runs (the torchrun variables set by the test); `run_job` is the
+same stage in the test process. The Understanding expert is frozen (as in stage I), so the
+tests can check frozen weights stay untouched; the action padding differs per sample, so a split
+batch's loss must be normalised over the whole batch to match one process.
 """
 
 import sys
@@ -63,7 +63,13 @@ def weight_norm(model: torch.nn.Module) -> dict[str, float]:
     return {"weight_norm": float(sum(p.detach().double().norm() for p in model.parameters()))}
 
 
-def run_job(out: Path, parallel: ParallelSettings, resume: bool = False, evaluate: bool = False):
+def run_job(
+    out: Path,
+    parallel: ParallelSettings,
+    resume: bool = False,
+    evaluate: bool = False,
+    precision: str = "fp32",
+):
     torch.set_num_threads(1)
     model = build()
     evaluation = None
@@ -75,7 +81,7 @@ def run_job(out: Path, parallel: ParallelSettings, resume: bool = False, evaluat
         model,
         loss_fn,
         Windows(),
-        TrainSettings(**SETTINGS),
+        TrainSettings(**SETTINGS, precision=precision),
         out,
         resume=resume,
         progress=False,
@@ -95,7 +101,8 @@ if __name__ == "__main__":
     parallel = ParallelSettings(
         strategy=strategy, shard_size=shard_size, activation_checkpointing="--ac" in sys.argv
     )
-    model, _ = run_job(out, parallel, "--resume" in sys.argv, "--eval" in sys.argv)
+    precision = "bf16" if "--bf16" in sys.argv else "fp32"
+    model, _ = run_job(out, parallel, "--resume" in sys.argv, "--eval" in sys.argv, precision)
     from f1kit.train import is_main
 
     if is_main():  # the trained weights every rank got back, for the test to compare
