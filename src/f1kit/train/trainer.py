@@ -51,50 +51,47 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from f1kit.global_batch import GlobalBatch
 from f1kit.train.checkpoint import (
     MODEL_FILE,
-    STATE_DIR,
-    Checkpoint,
     CheckpointError,
     NoValidCheckpointError,
-    begin_checkpoint,
     load_checkpoint,
     load_latest,
-    publish_checkpoint,
     save_checkpoint,
     step_name,
 )
 from f1kit.train.distributed import (
-    DistInfo,
     all_gather_objects,
     barrier,
     init_distributed,
-    is_main,
 )
 from f1kit.train.evaluation import EvalTracker, PeriodicEval
 from f1kit.train.metrics import MetricsLog
-from f1kit.train.model_weights import save_model_weights
 from f1kit.train.parallel import ParallelSettings, copy_back, set_checkpointing, sharded_replica
 from f1kit.train.placement import model_device, seed_worker, to_device
 from f1kit.train.progress import StageProgress
-from f1kit.train.rng import derive_seed, get_rng_state, seed_everything, set_rng_state
-from f1kit.train.sampler import SamplerState, ShardedBatchSampler
+from f1kit.train.rng import derive_seed, get_rng_state, seed_everything
+from f1kit.train.sampler import ShardedBatchSampler
 from f1kit.train.schedule import build_optimizer, build_scheduler
 from f1kit.train.settings import TrainSettings
-from f1kit.train.sharded_state import load_sharded, save_sharded
+from f1kit.train.stage_state import (
+    GLOBAL_RNG,
+    LOADER_RNG,
+    agree_to_stop,
+    evaluate_on_main,
+    restore,
+    save_sharded_checkpoint,
+)
 from f1kit.train.step_stats import StepStats
 
 log = logging.getLogger(__name__)
 
 # Seeds are derive_seed(seed, 0, step) for the loss's draws on every rank (the 0 keeps the
-# one-process stream of the rank-seeded trainer before it); these tags (a longer tuple) keep the
-# global generators and the loader's worker seeds on streams of their own.
-_GLOBAL_RNG, _LOADER_RNG = 1, 2
+# one-process stream of the rank-seeded trainer before it); GLOBAL_RNG and LOADER_RNG tag longer
+# tuples, for the global generators' and the loader's worker seeds' streams.
 
 LossFn = Callable[[nn.Module, dict, GlobalBatch], tuple[Tensor, dict[str, float | Tensor]]]
 
@@ -121,51 +118,6 @@ class LossModule(nn.Module):
 
     def forward(self, batch: dict, draws: GlobalBatch) -> tuple[Tensor, dict]:
         return _check_output(self.loss_fn(self.model, batch, draws))
-
-
-def _restore(
-    ckpt: Checkpoint,
-    net: nn.Module,
-    optimizer: Optimizer,
-    scheduler: LRScheduler,
-    info: DistInfo,
-    settings: TrainSettings,
-    sharded: bool,
-) -> tuple[int, SamplerState, float]:
-    """Load a checkpoint into the trained module and trainer state; returns (step, sampler,
-    elapsed). A sharded checkpoint (DCP, ``state/``) loads at any world size and strategy; a
-    whole one (``model.safetensors`` + the optimizer in ``trainer.pt``) only into an unsharded
-    stage."""
-    if sharded and not ckpt.sharded:
-        raise CheckpointError(
-            f"{ckpt.path}: written by an unsharded (ddp) stage; resume it with parallel.strategy"
-            " ddp (a sharded stage resumes from the DCP shards its own checkpoints hold)"
-        )
-    state = ckpt.trainer_state()
-    step = int(state["step"])
-    if step > settings.steps:
-        raise ValueError(
-            f"steps: the checkpoint {ckpt.path} is at step {step}, past this stage's"
-            f" {settings.steps} steps"
-        )
-    if ckpt.sharded:
-        load_sharded(ckpt.path / STATE_DIR, net, optimizer)
-    else:
-        ckpt.load_model(net)
-        optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng_states = state["rng"]
-    if len(rng_states) == info.world_size:
-        set_rng_state(rng_states[info.rank])
-    else:
-        log.warning(
-            "checkpoint taken with %d ranks, resuming with %d: global RNGs are re-seeded",
-            len(rng_states),
-            info.world_size,
-        )
-        seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, step))
-    sampler = SamplerState(**state["sampler"])
-    return step, sampler, float(state.get("elapsed_s", 0.0))
 
 
 def _groups_of(net: nn.Module, model: nn.Module, groups: list[dict] | None) -> list[dict] | None:
@@ -274,7 +226,7 @@ def train_stage(
     if evaluation is not None and info.is_main:
         tracker = EvalTracker(out_dir, evaluation, None if existing is None else existing.step)
     if existing is not None:
-        start, sampler_state, prior_elapsed = _restore(
+        start, sampler_state, prior_elapsed = restore(
             existing, net, optimizer, scheduler, info, settings, sharded
         )
         log.info("%s: resuming from %s (step %d)", name, existing.path, start)
@@ -282,8 +234,8 @@ def train_stage(
         pending = tracker is not None and tracker.due(start, settings.steps)
         pending = bool(all_gather_objects(pending and not tracker.done_at(start))[0])
         if pending:
-            _evaluate(tracker, start, net, model, existing.model_path, info, sharded)
-        stopped = _agree_to_stop(tracker, evaluation)
+            evaluate_on_main(tracker, start, net, model, existing.model_path, info, sharded)
+        stopped = agree_to_stop(tracker, evaluation)
         if stopped:
             log.info("%s: stopped early at step %d (patience)", name, start)
         if start == settings.steps or stopped:
@@ -295,7 +247,7 @@ def train_stage(
             )  # fmt: skip
     else:
         start, sampler_state, prior_elapsed = 0, None, 0.0
-        seed_everything(derive_seed(settings.seed, _GLOBAL_RNG, info.rank, 0))
+        seed_everything(derive_seed(settings.seed, GLOBAL_RNG, info.rank, 0))
 
     if info.world_size > 1 and not par.sharded:
         module = DistributedDataParallel(
@@ -325,7 +277,7 @@ def train_stage(
         worker_init_fn=seed_worker,
         # Seeds the workers' base seed without drawing from (and so shifting) the global RNG.
         generator=torch.Generator().manual_seed(
-            derive_seed(settings.seed, _LOADER_RNG, info.rank, start)
+            derive_seed(settings.seed, LOADER_RNG, info.rank, start)
         ),
     )
     metrics = MetricsLog(out_dir, resume_step=start if existing else None) if info.is_main else None
@@ -398,7 +350,9 @@ def train_stage(
                 }
                 if par.sharded:
                     export = done == settings.steps or evaluate_now
-                    _save_sharded(out_dir, done, net, model, optimizer, trainer_state, meta, export)
+                    save_sharded_checkpoint(
+                        out_dir, done, net, model, optimizer, trainer_state, meta, export
+                    )
                 elif info.is_main:
                     trainer_state["optimizer"] = optimizer.state_dict()
                     save_checkpoint(out_dir, done, model.state_dict(), trainer_state, meta)
@@ -409,8 +363,8 @@ def train_stage(
             )
             if evaluate_now:
                 weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
-                _evaluate(tracker, done, net, model, weights, info, sharded)
-                if _agree_to_stop(tracker, evaluation):
+                evaluate_on_main(tracker, done, net, model, weights, info, sharded)
+                if agree_to_stop(tracker, evaluation):
                     log.info("%s: stopped early at step %d (patience)", name, done)
                     break
     finally:
@@ -429,74 +383,6 @@ def train_stage(
         out_dir / "metrics.jsonl",
         resumed_from=start if existing else None,
     )
-
-
-def _save_sharded(
-    out_dir: Path,
-    step: int,
-    net: nn.Module,
-    model: nn.Module,
-    optimizer: Optimizer,
-    trainer_state: dict,
-    meta: dict,
-    export: bool,
-) -> None:
-    """A sharded stage's checkpoint: every rank writes its DCP shards of ``net``; with
-    ``export`` the trained weights are gathered into ``model`` and the main rank writes its
-    ``model.safetensors`` (the file layout, whatever the strategy); the main rank writes the
-    rest and publishes it. Collective."""
-    if is_main():
-        begin_checkpoint(out_dir, step)
-    barrier()
-    tmp = out_dir / "checkpoints" / f".tmp-{step_name(step)}"
-    save_sharded(tmp / STATE_DIR, net, optimizer)
-    if export and net is not model:
-        copy_back(net, model)
-    if is_main():
-        if export:
-            save_model_weights(model.state_dict(), tmp / MODEL_FILE)
-        publish_checkpoint(out_dir, step, trainer_state, meta)
-
-
-def _evaluate(
-    tracker: EvalTracker | None,
-    step: int,
-    net: nn.Module,
-    model: nn.Module,
-    weights: Path,
-    info: DistInfo,
-    sharded: bool,
-) -> None:
-    """The main rank evaluates ``model`` at ``step`` (every rank calls this). A sharded stage
-    first gathers the trained weights into the whole model (collective), which the main rank
-    moves onto its device for the evaluation and back to the host after."""
-    if sharded:
-        copy_back(net, model)
-    if tracker is None:
-        return
-    if not weights.is_file():
-        log.warning(
-            "step %d: no %s to evaluate (a sharded checkpoint holds it only at evaluation"
-            " steps and at the end); evaluation skipped",
-            step,
-            weights,
-        )
-        return
-    host = model_device(model)
-    if sharded:
-        model.to(info.device)
-    try:
-        tracker.evaluate(step, model, weights)
-    finally:
-        if sharded:
-            model.to(host)
-
-
-def _agree_to_stop(tracker: EvalTracker | None, evaluation: PeriodicEval | None) -> bool:
-    """The main rank's early-stopping decision, known to every rank (a collective call)."""
-    if evaluation is None:
-        return False
-    return bool(all_gather_objects(tracker is not None and tracker.stop)[0])
 
 
 def _check_output(out: object) -> tuple[Tensor, dict]:

@@ -134,7 +134,7 @@ def test_a_ddp_checkpoint_is_refused_by_a_sharded_stage_with_the_strategy_to_use
     from f1kit.train.checkpoint import load_latest
     from f1kit.train.distributed import DistInfo
     from f1kit.train.schedule import build_optimizer, build_scheduler
-    from f1kit.train.trainer import _restore
+    from f1kit.train.stage_state import restore
 
     ddp = load_latest(runs["one"])
     assert ddp is not None and not ddp.sharded
@@ -144,7 +144,7 @@ def test_a_ddp_checkpoint_is_refused_by_a_sharded_stage_with_the_strategy_to_use
     info = DistInfo(0, 2, 0, torch.device("cpu"))
     scheduler = build_scheduler(optimizer, settings)
     with pytest.raises(ValueError, match="strategy ddp"):
-        _restore(ddp, net, optimizer, scheduler, info, settings, sharded=True)
+        restore(ddp, net, optimizer, scheduler, info, settings, sharded=True)
 
 
 def test_bf16_mixed_precision_on_two_ranks_tracks_one_process_autocast(tmp_path: Path) -> None:
