@@ -188,8 +188,6 @@ def train_stage(
         device = info.device
     else:
         net, module, device = model, LossModule(model, loss_fn), model_device(model)
-        if par.activation_checkpointing:
-            set_checkpointing(model, True)
     optimizer = build_optimizer(net, settings, _groups_of(net, model, param_groups))
     scheduler = build_scheduler(optimizer, settings)
 
@@ -256,6 +254,8 @@ def train_stage(
             find_unused_parameters=settings.find_unused_parameters,
         )
     net.train()
+    if par.activation_checkpointing and not sharded:  # (a sharded copy has it switched on)
+        set_checkpointing(model, True)
     sampler = ShardedBatchSampler(
         len(dataset),
         settings.batch_size,
