@@ -13,8 +13,11 @@
 
 The stage's model is never sharded in place: `sharded_replica` builds a structural copy on the
 meta device (no storage), shards it, materialises only this rank's shards on the device and
-copies the weights in; the model the recipe holds stays whole (on the host) and gets the
-trained weights back with `copy_back`. So the device never holds the whole model.
+fills them from the main rank's model, one tensor at a time (broadcast, then each rank keeps its
+shard). Only the main rank needs real weights: the others may hold the model's shapes alone
+(meta; `holds_weights`), as `f1kit.recipe` builds them under a sharded strategy. `copy_back`
+gathers the trained weights into the main rank's whole model (on the host). So no device ever
+holds the whole model, and no host but the main rank's.
 
 With ``precision: bf16`` the units compute in bfloat16 from bfloat16 copies of the fp32 shards
 and reduce gradients in fp32 (``MixedPrecisionPolicy``), the FSDP form of the DDP path's
@@ -29,7 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -160,11 +164,11 @@ def sharded_replica(
     )
     replica.to_empty(device=device)
     with torch.no_grad():
-        for (_, buffer), source in zip(replica.named_buffers(), model.buffers(), strict=True):
-            buffer.copy_(source)
+        for buffer, source in zip(replica.buffers(), model.buffers(), strict=True):
+            buffer.copy_(_from_main(source, device))
         sources = dict(model.named_parameters())
         for name, param in replica.named_parameters():
-            full = sources[name].detach().to(device)
+            full = _from_main(sources[name].detach(), device)
             if isinstance(param, DTensor):
                 full = distribute_tensor(full, param.device_mesh, param.placements).to_local()
                 param.to_local().copy_(full)
@@ -173,6 +177,23 @@ def sharded_replica(
     if settings.activation_checkpointing:
         set_checkpointing(replica, True)
     return wrapped, replica
+
+
+def holds_weights(model: nn.Module) -> bool:
+    """False on a rank that keeps only the model's shapes (the meta device): under a sharded
+    strategy every rank but the main one (`f1kit.recipe` builds them so)."""
+    return not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+
+
+def _from_main(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` as the main rank holds it, whole, on ``device`` (one tensor at a time: a rank
+    holding only shapes receives it; collective in a process group)."""
+    full = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+    if not tensor.is_meta:
+        full.copy_(tensor)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(full, src=0)
+    return full
 
 
 def set_checkpointing(model: nn.Module, on: bool) -> None:
@@ -194,9 +215,11 @@ def copy_back(replica: nn.Module, model: nn.Module) -> None:
     with torch.no_grad():
         for name, param in replica.named_parameters():
             full = param.full_tensor() if isinstance(param, DTensor) else param
-            targets[name].copy_(full.to(targets[name].device))
+            if not targets[name].is_meta:  # a rank holding only shapes gathers, keeps nothing
+                targets[name].copy_(full.to(targets[name].device))
         for buffer, source in zip(model.buffers(), replica.buffers(), strict=True):
-            buffer.copy_(source.to(buffer.device))
+            if not buffer.is_meta:
+                buffer.copy_(source.to(buffer.device))
 
 
 def fsdp_modules(model: nn.Module) -> Iterable[FSDPModule]:

@@ -1,10 +1,10 @@
 """One post-train-like stage of a micro F1, run in-process or as one rank of a gloo group.
 
-``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume] [--eval] [--bf16]`` is what
-each rank of the sharded tests runs (the torchrun variables set by the test); `run_job` is the
-same stage in the test process. The Understanding expert is frozen (as in stage I), so the
-tests can check frozen weights stay untouched; the action padding differs per sample, so a split
-batch's loss must be normalised over the whole batch to match one process.
+``python fsdp_job.py OUT STRATEGY [SHARD_SIZE] [--ac] [--resume] [--eval] [--bf16]
+[--shapes-only]`` is what each rank of the sharded tests runs (the torchrun variables set by the
+test); `run_job` is the same stage in the test process. The Understanding expert is frozen (as
+in stage I), so the tests can check frozen weights stay untouched; the action padding differs
+per sample, so a split batch's loss must be normalised over the whole batch to match one process.
 """
 
 import sys
@@ -15,9 +15,10 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository: `tests.` imports
 
+from f1kit.model.loading import build_empty
 from f1kit.train import ParallelSettings, StageResult, TrainSettings, train_stage
 from f1kit.train.evaluation import PeriodicEval
-from tests.f1kit.model.helpers import micro_model, random_batch
+from tests.f1kit.model.helpers import micro_config, micro_model, random_batch
 
 SAMPLES, STEPS = 16, 6
 SETTINGS = dict(steps=STEPS, batch_size=4, lr=1e-3, checkpoint_every=2, log_every=1, seed=3)
@@ -52,8 +53,10 @@ def _objective():
 OBJECTIVE = _objective()
 
 
-def build():
-    model = micro_model(seed=0)
+def build(shapes_only: bool = False):
+    """The micro F1 (seed 0) with Understanding frozen; ``shapes_only``: on the meta device, as
+    a sharded recipe run builds it on every rank but the main one."""
+    model = build_empty(micro_config()) if shapes_only else micro_model(seed=0)
     model.set_trainable(["generation", "action"])
     return model
 
@@ -69,9 +72,10 @@ def run_job(
     resume: bool = False,
     evaluate: bool = False,
     precision: str = "fp32",
+    shapes_only: bool = False,
 ):
     torch.set_num_threads(1)
-    model = build()
+    model = build(shapes_only)
     evaluation = None
     if evaluate:  # every 2 steps, as the checkpoints: a resume starts at an evaluation step
         evaluation = PeriodicEval(
@@ -92,7 +96,7 @@ def run_job(
 
 
 if __name__ == "__main__":
-    from f1kit.train import init_distributed, shutdown_distributed
+    from f1kit.train import init_distributed, is_main, shutdown_distributed
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     out, strategy = Path(args[0]), args[1]
@@ -102,9 +106,10 @@ if __name__ == "__main__":
         strategy=strategy, shard_size=shard_size, activation_checkpointing="--ac" in sys.argv
     )
     precision = "bf16" if "--bf16" in sys.argv else "fp32"
-    model, _ = run_job(out, parallel, "--resume" in sys.argv, "--eval" in sys.argv, precision)
-    from f1kit.train import is_main
-
+    shapes_only = "--shapes-only" in sys.argv and not is_main()  # rank 0 alone holds weights
+    model, _ = run_job(
+        out, parallel, "--resume" in sys.argv, "--eval" in sys.argv, precision, shapes_only
+    )
     if is_main():  # the trained weights every rank got back, for the test to compare
         from safetensors.torch import save_file
 

@@ -28,9 +28,12 @@ JOB = Path(__file__).with_name("fsdp_job.py")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same stage sharded over 2 ranks (FSDP + activation checkpointing) and in 1 process."""
+    """The same stage sharded over 2 ranks (FSDP + activation checkpointing; rank 1 built on
+    the meta device, as a sharded recipe run builds every rank but the main one) and in 1
+    process."""
     root = tmp_path_factory.mktemp("fsdp")
-    run_two_ranks([sys.executable, str(JOB), str(root / "fsdp"), "fsdp", "--ac", "--eval"])
+    job = [sys.executable, str(JOB), str(root / "fsdp"), "fsdp", "--ac", "--eval", "--shapes-only"]
+    run_two_ranks(job)  # rank 1 holds the model's shapes alone; rank 0 sends it its shards
     model, _ = run_job(root / "one", ParallelSettings(), evaluate=True)
     (root / "one").mkdir(exist_ok=True)
     from safetensors.torch import save_file

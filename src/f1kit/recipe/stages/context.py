@@ -15,6 +15,7 @@ import torch
 
 from f1kit.data import Processor, WindowConfig, WindowedDataset, held_out_rows
 from f1kit.model import F1
+from f1kit.model.loading import build_empty
 from f1kit.recipe.data import (
     check_eval_embodiments,
     datasets,
@@ -26,7 +27,7 @@ from f1kit.recipe.fields import RecipeError
 from f1kit.recipe.schema import Recipe, TrainStage
 from f1kit.recipe.stages.train_data import StageDataError, stage_data
 from f1kit.recipe.stages.weights import load_init, load_tokenizer_weights
-from f1kit.train.distributed import world_size
+from f1kit.train.distributed import is_main, world_size
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,23 @@ class RunContext:
         if recipe.threads:
             torch.set_num_threads(recipe.threads)
         device = _device(recipe.device, dist_device)
-        if recipe.parallel.strategy != "ddp" and world_size() > 1:
-            # The whole model stays in host memory; each rank's device holds only the shards a
-            # stage trains (f1kit.train.parallel). Evaluation and the tokenizer stage run here.
+        sharded = recipe.parallel.strategy != "ddp" and world_size() > 1
+        if sharded:
+            # The main rank keeps the whole model in host memory, the others its shapes alone;
+            # each rank's device holds only the shards a stage trains (f1kit.train.parallel).
+            # The tokenizer stage, the codes, evaluations and the policy run on the main host.
             device = torch.device("cpu")
         torch.manual_seed(recipe.seed)
         data = datasets(recipe, out, progress)
         held = held_out_rows(data, recipe.data.validation)
-        model = F1(recipe.model.f1_config())
-        load_tokenizer_weights(model)
-        if recipe.model.init_from is not None:
-            load_init(model, recipe, recipe.model.init_from, "model.init_from", stage=False)
-        model.to(device)
+        if sharded and not is_main():
+            model = build_empty(recipe.model.f1_config())
+        else:
+            model = F1(recipe.model.f1_config())
+            load_tokenizer_weights(model)
+            if recipe.model.init_from is not None:
+                load_init(model, recipe, recipe.model.init_from, "model.init_from", stage=False)
+            model.to(device)
         window = recipe.data.window_config()
         pre_post = processors(data, recipe)
         check_eval_embodiments(recipe, pre_post[0])

@@ -17,6 +17,8 @@ from f1kit.recipe.stages.context import DONE, RunContext
 from f1kit.recipe.stages.registry import register
 from f1kit.recipe.stages.weights import load_tokenizer
 from f1kit.train import barrier, is_main
+from f1kit.train.distributed import world_size
+from f1kit.train.parallel import holds_weights
 from foresight import tokenizer_quality, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,12 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
     done = stage_dir / DONE
     weights = stage_dir / "tokenizer.safetensors"
     if done.exists() and weights.exists():
-        load_tokenizer(model, weights, f"stages.{stage.name}")
+        if holds_weights(model):
+            load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
+    if not holds_weights(model.tokenizer):  # shapes only (sharded run): the main rank trains it
+        barrier()
+        return {}
     began = time.perf_counter()
     frames = CameraRows(ctx.data, generation_key(recipe))
     train_rows = np.flatnonzero(~held)
@@ -51,7 +57,7 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
         tokenizer, batches(), config=config, progress=ctx.progress and is_main()
     )
     tokenizer.requires_grad_(False).eval()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if world_size() > 1 and recipe.parallel.strategy == "ddp":  # (sharded: the main rank alone)
         # Every rank trained the same tokenizer from the same seed, but GPU kernels need not be
         # bit-reproducible across devices: rank 0's weights define the codes for all.
         for tensor in tokenizer.state_dict().values():

@@ -11,6 +11,7 @@ from f1kit.recipe.init_checks import init_parts
 from f1kit.recipe.schema import Recipe
 from f1kit.recipe.schema.init import InitFrom
 from f1kit.train import best_weights, load_checkpoint, load_latest, load_model_weights
+from f1kit.train.parallel import holds_weights
 from foresight import MultiScaleVQVAE
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 def load_init(model: F1, recipe: Recipe, init: InitFrom, key: str, stage: bool) -> None:
     """Load an ``init_from`` directory into ``model`` (strict; the parts it lacks must be
     named under ``random``); a stage's (``stage``) keeps the run's tokenizer (`init_parts`)."""
+    if not holds_weights(model):  # shapes only (a sharded run's other ranks): the main rank loads
+        return
     how = init_parts(recipe, stage)
     parts = init_from(
         model, init.path, init.random, provided=how["provided"], match=how["match"], key=key
@@ -61,6 +64,8 @@ def load_result_weights(model: F1, stage_dir: Path, final_step: int | None = Non
     (a stage done earlier): exactly that checkpoint, verified; never an older one in its place,
     which would continue the run from weights its ``done.json`` does not describe."""
     kept = best_weights(stage_dir)
+    if not holds_weights(model):  # shapes only (a sharded run's other ranks): nothing to load
+        return None if kept is None else kept[1]
     if kept is not None:
         path, record = kept
         device = next(model.parameters()).device
