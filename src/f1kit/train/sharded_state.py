@@ -12,6 +12,7 @@ from pathlib import Path
 import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
@@ -43,5 +44,19 @@ def load_sharded(folder: Path, model: nn.Module, optimizer: Optimizer) -> None:
     """Read ``folder``'s state into ``model`` (in place) and ``optimizer``, resharded to how
     they are sharded now (collective)."""
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(folder))
-    set_optimizer_state_dict(model, optimizer, state["optimizer"])
+    # The template holds optimizer state for every trainable parameter; the checkpoint only for
+    # those that ever had a gradient (a last layer's Understanding outputs feed nothing, so its
+    # o/mlp weights never do). Those stay without state, as they were when it was saved.
+    reader = dcp.FileSystemReader(str(folder))
+    saved = reader.read_metadata().state_dict_metadata
+    moments = state["optimizer"]["state"]
+    for name in [n for n, entry in moments.items() if not _saved(saved, n, entry)]:
+        del moments[name]
+    dcp.load(state, storage_reader=reader)
+    # strict=False: the parameters dropped above have no state, and must not get any.
+    options = StateDictOptions(strict=False)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+
+
+def _saved(saved: dict, name: str, entry: dict) -> bool:
+    return all(f"optimizer.state.{name}.{key}" in saved for key in entry)

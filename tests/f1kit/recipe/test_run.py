@@ -149,14 +149,23 @@ def test_a_killed_run_resumes_with_the_same_loss_trajectory(full_run: Path, tmp_
         torch.testing.assert_close(final[name], tensor, rtol=1e-5, atol=1e-6)
 
 
-def test_the_same_recipe_runs_under_torchrun_with_two_fsdp_ranks(
-    full_run: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "parallel",
+    [
+        ["parallel.strategy=ddp"],
+        ["parallel.strategy=fsdp", "parallel.activation_checkpointing=true"],
+    ],
+    ids=["ddp", "fsdp"],
+)
+def test_the_same_recipe_runs_under_torchrun_with_two_ranks(
+    full_run: Path, tmp_path: Path, parallel: list[str]
 ) -> None:
-    """2 gloo ranks sharding every training stage (FSDP2, activation checkpointing) follow the
-    1-process loss trajectory, post-train's foresight, flow time and noise draws included (each
-    rank keeps its rows of the global batch's draws); rank 0 alone writes the report and the
-    policy. (DDP's 2 ranks against one process: tests/f1kit/train/test_distributed.py.)"""
-    out = tmp_path / "fsdp"
+    """2 gloo ranks follow the 1-process loss trajectory of every training stage, post-train's
+    foresight, flow time and noise draws included (each rank keeps its rows of the global
+    batch's draws), under DDP and sharding every stage (FSDP2 + activation checkpointing: rank 1
+    then holds the model's shapes alone and the tokenizer trains on rank 0); rank 0 alone writes
+    the report and the policy."""
+    out = tmp_path / "run"
     cmd = [
         sys.executable,
         "-m",
@@ -173,14 +182,14 @@ def test_the_same_recipe_runs_under_torchrun_with_two_fsdp_ranks(
         str(out),
         *LONGER,
         *ONE_EVALUATION,
-        *["--set", "parallel.strategy=fsdp", "--set", "parallel.activation_checkpointing=true"],
+        *[arg for key in parallel for arg in ("--set", key)],
     ]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     for stage in ("1-align", "2-post-train"):
         np.testing.assert_allclose(_losses(out, stage), _losses(full_run, stage), rtol=1e-5)
-    # The gathered whole model of the last step, in the unsharded layout.
+    # The last step's whole model (gathered by a sharded run), in the unsharded layout.
     last = Path("stages/2-post-train/checkpoints/step-0000024/model.safetensors")
     sharded, single = (load_file(str(r / last)) for r in (out, full_run))
     assert sharded.keys() == single.keys()

@@ -53,11 +53,11 @@ def _objective():
 OBJECTIVE = _objective()
 
 
-def build(shapes_only: bool = False):
-    """The micro F1 (seed 0) with Understanding frozen; ``shapes_only``: on the meta device, as
-    a sharded recipe run builds it on every rank but the main one."""
+def build(shapes_only: bool = False, train_all: bool = False):
+    """The micro F1 (seed 0) with Understanding frozen (``train_all``: not); ``shapes_only``: on
+    the meta device, as a sharded recipe run builds it on every rank but the main one."""
     model = build_empty(micro_config()) if shapes_only else micro_model(seed=0)
-    model.set_trainable(["generation", "action"])
+    model.set_trainable(model.experts if train_all else ["generation", "action"])
     return model
 
 
@@ -73,9 +73,10 @@ def run_job(
     evaluate: bool = False,
     precision: str = "fp32",
     shapes_only: bool = False,
+    train_all: bool = False,
 ):
     torch.set_num_threads(1)
-    model = build(shapes_only)
+    model = build(shapes_only, train_all)
     evaluation = None
     if evaluate:  # every 2 steps, as the checkpoints: a resume starts at an evaluation step
         evaluation = PeriodicEval(

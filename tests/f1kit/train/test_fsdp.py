@@ -109,6 +109,24 @@ def test_saved_on_two_ranks_resumes_in_one_process(runs: dict[str, Path]) -> Non
     assert _max_diff(model.state_dict(), final) < 1e-6
 
 
+def test_a_sharded_stage_resumes_when_some_trainable_weights_never_had_a_gradient(
+    tmp_path: Path,
+) -> None:
+    """Every expert trains; the last layer's Understanding outputs feed nothing, so its o/mlp
+    weights never get a gradient nor optimizer state. The DCP checkpoint lacks their state, and
+    the resume must not ask for it (it did: "Missing key in checkpoint state_dict"). One process
+    writes the same sharded format."""
+    model, _ = run_job(tmp_path / "run", ParallelSettings(strategy="fsdp"), train_all=True)
+    whole = {k: v.clone() for k, v in model.state_dict().items()}
+    (tmp_path / "run" / "final.st").write_bytes(b"")  # _killed_after removes it
+    _killed_after(tmp_path / "run", tmp_path / "resumed", STEPS - 2)
+    resumed, result = run_job(
+        tmp_path / "resumed", ParallelSettings(strategy="fsdp"), resume=True, train_all=True
+    )
+    assert result.resumed_from == STEPS - 2
+    assert _max_diff(resumed.state_dict(), whole) == 0.0
+
+
 def test_saved_on_two_ranks_resumes_on_two_hsdp_ranks_through_a_c10d_rendezvous(
     runs: dict[str, Path],
 ) -> None:

@@ -22,6 +22,7 @@ from f1kit.train.parallel import holds_weights
 from foresight import tokenizer_quality, train_tokenizer
 
 log = logging.getLogger(__name__)
+_POLL_S = 2.0  # how often the ranks without weights look for the main rank's done.json
 
 
 @register("tokenizer")
@@ -31,13 +32,18 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
     model, recipe, held = ctx.model, ctx.recipe, ctx.held
     done = stage_dir / DONE
     weights = stage_dir / "tokenizer.safetensors"
+    barrier()  # every rank looks at done.json before the main rank can write it
     if done.exists() and weights.exists():
         if holds_weights(model):
             load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
-    if not holds_weights(model.tokenizer):  # shapes only (sharded run): the main rank trains it
+    if not holds_weights(model.tokenizer):
+        # Shapes only (a sharded run): the main rank trains it alone, perhaps for longer than a
+        # collective may wait; the others watch for its files, then meet it at its last barrier.
+        while not done.exists():
+            time.sleep(_POLL_S)
         barrier()
-        return {}
+        return json.loads(done.read_text())
     began = time.perf_counter()
     frames = CameraRows(ctx.data, generation_key(recipe))
     train_rows = np.flatnonzero(~held)
