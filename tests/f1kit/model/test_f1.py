@@ -35,7 +35,7 @@ def test_training_reduces_both_losses_on_a_fixed_batch():
     model, batch = micro_model(), random_batch()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     first = None
-    for step in range(20):  # 15 left the CE 4 % short of the bar under some draws
+    for step in range(20):  # 15 left the CE 2 % short of the bar under some draws
         g = torch.Generator().manual_seed(step % 2)  # two fixed flow draws: learnable
         loss, metrics = model(batch, g, objective=STAGE_III)
         opt.zero_grad()
