@@ -7,16 +7,17 @@ for the step (it also carries the context's padding). Uncached: every scale reru
 growing sequence under the full block-causal mask, the reference the cached loop must match.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from attention import Layout
 from foresight.network import TokenNetwork
+from foresight.sampling import sample_tokens, token_uniforms
 from foresight.scales import IncrementalScaleTokenizer, ScaleTokenizer
 
 if TYPE_CHECKING:  # the generator imports this module; the loop only calls its methods
@@ -110,3 +111,30 @@ def sample_scales(
         step = model.embed_scales(context, nxt, context_valid, first_scale=k + 1)
         start = stop
     return tokens
+
+
+def scale_draws(
+    counts: Sequence[int],
+    batch: int,
+    generator: torch.Generator | None,
+    uniforms: Float[Tensor, "b n"] | None,
+    sampling: dict,
+    device: torch.device,
+) -> Callable[[Tensor], Tensor]:
+    """The ``draw`` of `sample_scales`: scale k's logits -> tokens (`sample_tokens` with the
+    ``sampling`` settings), each scale reading its columns of one uniform per token.
+
+    The uniforms are ``uniforms`` (a training step's rows of its global batch's draws), else
+    drawn with ``generator`` for all scales at once, before the first (`token_uniforms`), as a
+    training step draws them: the same generator state gives the same foresight in training
+    and at inference."""
+    n = sum(counts)
+    if uniforms is not None and uniforms.shape != (batch, n):
+        raise ValueError(
+            f"uniforms: expected [{batch}, {n}] (one per token of the {len(counts)} scales), got"
+            f" {list(uniforms.shape)}"
+        )
+    if uniforms is None and sampling["temperature"] > 0:
+        uniforms = token_uniforms(batch, n, generator, device)
+    columns = iter([None] * len(counts) if uniforms is None else uniforms.split(list(counts), 1))
+    return lambda logits: sample_tokens(logits, generator, uniforms=next(columns), **sampling)

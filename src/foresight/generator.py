@@ -24,10 +24,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from attention import Layout, uga_layout
-from foresight.generation import GenerationOutput, sample_scales, step_inputs
+from foresight.generation import GenerationOutput, sample_scales, scale_draws, step_inputs
 from foresight.network import TokenNetwork
 from foresight.next_scale_config import NextScaleConfig
-from foresight.sampling import check_sampling, sample_tokens, token_uniforms
+from foresight.sampling import check_sampling
 from foresight.scales import ScaleTokenizer, check_pyramid
 
 
@@ -353,11 +353,8 @@ class NextScaleGenerator(nn.Module):
         growing sequence each scale (the reference the cache must match token for token).
         cfg_scale: classifier-free guidance, logits = u + cfg_scale (c - u) with u the logits
             under the null context (1 = off; the batch is doubled otherwise).
-        generator: a torch.Generator or an int seed (on the context's device): draws one
-            uniform per generated token, all scales at once, before the first scale.
-        uniforms: the draws themselves instead (n = the token counts of the K scales summed,
-            scale by scale): a training step passes its rows of a global batch's draws
-            (`sample_tokens` samples by inverse CDF).
+        generator / uniforms: a torch.Generator or an int seed (on the context's device), or
+            the draws themselves: one uniform per generated token (`generation.scale_draws`).
         decode: also return ``tokenizer.decode(tokens)``.
         network: a per-call `TokenNetwork` (see `forward`); its ``new_cache`` makes the cache.
         F1 samples 4 scales with top_k=900, top_p=0.95, temperature=1, no guidance.
@@ -379,21 +376,9 @@ class NextScaleGenerator(nn.Module):
             raise ValueError(f"cfg_scale: expected >= 0 (1 = no guidance), got {cfg_scale}")
         if isinstance(generator, int):
             generator = torch.Generator(device=context.device).manual_seed(generator)
-        n_drawn = self.tokens_upto(k_total)
-        if uniforms is not None and uniforms.shape != (context.shape[0], n_drawn):
-            raise ValueError(
-                f"uniforms: expected [{context.shape[0]}, {n_drawn}] (one per token of the"
-                f" {k_total} scales), got {list(uniforms.shape)}"
-            )
-        if uniforms is None and temperature > 0:
-            # All scales' draws at once, as a training step draws them (`uniforms`): the same
-            # generator state gives the same foresight in training and at inference.
-            uniforms = token_uniforms(context.shape[0], n_drawn, generator, context.device)
-        columns = iter(
-            [None] * k_total
-            if uniforms is None
-            else uniforms.split(list(self.config.token_counts[:k_total]), dim=1)
-        )
+        sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+        counts, b = self.config.token_counts[:k_total], context.shape[0]
+        draw = scale_draws(counts, b, generator, uniforms, sampling, context.device)
         was_training = self.training
         self.eval()  # dropout would make the cached and uncached passes differ
         try:
@@ -406,14 +391,7 @@ class NextScaleGenerator(nn.Module):
                 context_valid,
                 cfg_scale,
                 use_cache,
-                lambda logits: sample_tokens(
-                    logits,
-                    generator,
-                    top_k=top_k,
-                    top_p=top_p,
-                    temperature=temperature,
-                    uniforms=next(columns),
-                ),
+                draw,
             )
         finally:
             self.train(was_training)
