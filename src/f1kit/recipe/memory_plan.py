@@ -31,7 +31,7 @@ from f1kit.model import F1
 from f1kit.model.loading import build_empty
 from f1kit.model.training import training_scales
 from f1kit.recipe.schema import Recipe, TrainStage
-from f1kit.train.parallel import ParallelSettings, shard_units
+from f1kit.train.parallel import ParallelSettings, shard_units, unsharded_units
 
 GiB = 1 << 30
 
@@ -97,10 +97,9 @@ def _stage_plan(
     model.set_trainable(stage.train)
     params = _unique(model)
     trainable = [p for p in params if p.requires_grad]
-    sharded = parallel.sharded and world > 1
+    sharded = parallel.shards_over(world)
     shards = parallel.shards(world) if sharded else 1
-    whole_units = model.unsharded_units() if sharded else []
-    whole = {id(p) for m in whole_units for p in m.parameters()}
+    whole = {id(p) for m in (unsharded_units(model) if sharded else []) for p in m.parameters()}
     n_all, n_whole = _count(params), sum(p.numel() for p in params if id(p) in whole)
     n_train = _count(trainable)
     bf16 = stage.precision == "bf16"

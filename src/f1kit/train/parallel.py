@@ -28,14 +28,14 @@ the rest but get no gradient and no optimizer state.
 """
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 STRATEGIES = ("ddp", "fsdp", "hsdp")
@@ -70,6 +70,11 @@ class ParallelSettings:
     @property
     def sharded(self) -> bool:
         return self.strategy != "ddp"
+
+    def shards_over(self, world_size: int) -> bool:
+        """Whether ``world_size`` ranks shard the model: a sharded strategy on more than one
+        rank (one process trains the model itself, whatever the strategy)."""
+        return self.sharded and world_size > 1
 
     def replicas(self, world_size: int) -> int:
         """How many copies of each shard the ranks hold (1 for fsdp, world for ddp)."""
@@ -111,15 +116,22 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return list(units()) if callable(units) else []
 
 
+def unsharded_units(model: nn.Module) -> list[nn.Module]:
+    """The submodules FSDP leaves whole on every rank: ``model.unsharded_units()``, else none."""
+    units = getattr(model, "unsharded_units", None)
+    return list(units()) if callable(units) else []
+
+
 def meta_copy(model: nn.Module) -> nn.Module:
-    """A structural copy of ``model`` whose parameters are on the meta device (no storage);
-    buffers are copied (small, and non-persistent ones are in no state dict to reload).
-    Parameters shared between modules stay shared."""
+    """A structural copy of ``model`` whose parameters and buffers are on the meta device (no
+    storage: `sharded_replica` fills them). Tensors shared between modules stay shared."""
     memo: dict[int, object] = {}
     for param in model.parameters():
         if id(param) not in memo:
             meta = torch.empty_like(param, device="meta")
             memo[id(param)] = nn.Parameter(meta, requires_grad=param.requires_grad)
+    for buffer in model.buffers():
+        memo.setdefault(id(buffer), torch.empty_like(buffer, device="meta"))
     return copy.deepcopy(model, memo)
 
 
@@ -142,8 +154,7 @@ def sharded_replica(
         param_dtype=torch.bfloat16 if precision == "bf16" else None,
         reduce_dtype=torch.float32,
     )
-    whole = getattr(replica, "unsharded_units", None)
-    ignored = {p for m in (whole() if callable(whole) else []) for p in m.parameters()}
+    ignored = {p for m in unsharded_units(replica) for p in m.parameters()}
     for unit in shard_units(replica):
         fully_shard(
             unit,
@@ -220,7 +231,3 @@ def copy_back(replica: nn.Module, model: nn.Module) -> None:
         for buffer, source in zip(model.buffers(), replica.buffers(), strict=True):
             if not buffer.is_meta:
                 buffer.copy_(source.to(buffer.device))
-
-
-def fsdp_modules(model: nn.Module) -> Iterable[FSDPModule]:
-    return (m for m in model.modules() if isinstance(m, FSDPModule))

@@ -113,17 +113,14 @@ def save_sharded_checkpoint(
 def evaluate_on_main(
     tracker: EvalTracker | None,
     step: int,
-    net: nn.Module,
     model: nn.Module,
     weights: Path,
     info: DistInfo,
     sharded: bool,
 ) -> None:
-    """The main rank evaluates ``model`` at ``step`` (every rank calls this). A sharded stage
-    first gathers the trained weights into the whole model (collective), which the main rank
-    moves onto its device for the evaluation and back to the host after."""
-    if sharded:
-        copy_back(net, model)
+    """The main rank evaluates ``model`` at ``step`` (the trained weights, gathered into it
+    before by a sharded stage); a sharded stage's main rank moves it onto its device for the
+    evaluation and back to the host after."""
     if tracker is None:
         return
     if not weights.is_file():

@@ -175,7 +175,7 @@ def train_stage(
     par = parallel if parallel is not None else ParallelSettings()
     out_dir = Path(out_dir)
     # Sharded over ranks: a sharded copy of the model trains (net), on this rank's device.
-    sharded = par.sharded and info.world_size > 1
+    sharded = par.shards_over(info.world_size)
     if sharded:
         module, net = sharded_replica(
             model,
@@ -231,13 +231,15 @@ def train_stage(
         # Killed while evaluating: the main rank's records know; every rank learns (collective).
         pending = tracker is not None and tracker.due(start, settings.steps)
         pending = bool(all_gather_objects(pending and not tracker.done_at(start))[0])
+        if sharded and pending:
+            copy_back(net, model)  # (collective) the evaluation reads the whole model
         if pending:
-            evaluate_on_main(tracker, start, net, model, existing.model_path, info, sharded)
+            evaluate_on_main(tracker, start, model, existing.model_path, info, sharded)
         stopped = agree_to_stop(tracker, evaluation)
         if stopped:
             log.info("%s: stopped early at step %d (patience)", name, start)
         if start == settings.steps or stopped:
-            if sharded:
+            if sharded and not pending:
                 copy_back(net, model)
             return StageResult(
                 start, float(existing.meta.get("loss", math.nan)), 0.0, existing.path,
@@ -363,7 +365,8 @@ def train_stage(
             )
             if evaluate_now:
                 weights = out_dir / "checkpoints" / step_name(done) / MODEL_FILE
-                evaluate_on_main(tracker, done, net, model, weights, info, sharded)
+                # (A sharded stage's checkpoint of this step gathered the weights into model.)
+                evaluate_on_main(tracker, done, model, weights, info, sharded)
                 if agree_to_stop(tracker, evaluation):
                     log.info("%s: stopped early at step %d (patience)", name, done)
                     break
@@ -373,8 +376,8 @@ def train_stage(
             metrics.close()
         if par.activation_checkpointing and not sharded:
             set_checkpointing(model, False)
-    if sharded:
-        copy_back(net, model)  # (collective) later stages, the policy and evaluation read it
+    # A sharded stage's last checkpoint (its end, or the evaluation it stopped at) exported the
+    # whole model, gathering the trained weights into model: later stages and the policy read it.
     return StageResult(
         done,
         last_loss,

@@ -70,7 +70,7 @@ class RunContext:
         if recipe.threads:
             torch.set_num_threads(recipe.threads)
         device = _device(recipe.device, dist_device)
-        sharded = recipe.parallel.strategy != "ddp" and world_size() > 1
+        sharded = recipe.parallel.settings().shards_over(world_size())
         if sharded:
             # The main rank keeps the whole model in host memory, the others its shapes alone;
             # each rank's device holds only the shards a stage trains (f1kit.train.parallel).

@@ -33,11 +33,12 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
     done = stage_dir / DONE
     weights = stage_dir / "tokenizer.safetensors"
     barrier()  # every rank looks at done.json before the main rank can write it
+    shapes_only = not holds_weights(model)  # a sharded run's other ranks
     if done.exists() and weights.exists():
-        if holds_weights(model):
+        if not shapes_only:
             load_tokenizer(model, weights, f"stages.{stage.name}")
         return json.loads(done.read_text())
-    if not holds_weights(model.tokenizer):
+    if shapes_only:
         # Shapes only (a sharded run): the main rank trains it alone, perhaps for longer than a
         # collective may wait; the others watch for its files, then meet it at its last barrier.
         while not done.exists():
@@ -63,9 +64,10 @@ def run_tokenizer(ctx: RunContext, stage: TokenizerStage, index: int, stage_dir:
         tokenizer, batches(), config=config, progress=ctx.progress and is_main()
     )
     tokenizer.requires_grad_(False).eval()
-    if world_size() > 1 and recipe.parallel.strategy == "ddp":  # (sharded: the main rank alone)
-        # Every rank trained the same tokenizer from the same seed, but GPU kernels need not be
-        # bit-reproducible across devices: rank 0's weights define the codes for all.
+    if world_size() > 1 and not recipe.parallel.settings().shards_over(world_size()):
+        # Every rank trained the same tokenizer from the same seed (a sharded run: the main
+        # rank alone), but GPU kernels need not be bit-reproducible across devices: rank 0's
+        # weights define the codes for all.
         for tensor in tokenizer.state_dict().values():
             torch.distributed.broadcast(tensor, src=0)
     if is_main():
