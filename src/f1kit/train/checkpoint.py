@@ -159,11 +159,16 @@ def save_checkpoint(
     return publish_checkpoint(out_dir, step, trainer_state, meta, keep)
 
 
+def pending_dir(out_dir: Path, step: int) -> Path:
+    """``checkpoints/.tmp-step-XXXXXXX``: where checkpoint ``step`` is written before it is
+    published (`begin_checkpoint` makes it, `publish_checkpoint` renames it into place)."""
+    return Path(out_dir) / "checkpoints" / f".tmp-{step_name(step)}"
+
+
 def begin_checkpoint(out_dir: Path, step: int) -> Path:
-    """The empty ``.tmp-step-XXXXXXX`` directory checkpoint ``step`` is written into."""
-    root = Path(out_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{step_name(step)}"
+    """The empty `pending_dir` checkpoint ``step`` is written into."""
+    tmp = pending_dir(out_dir, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -178,9 +183,8 @@ def publish_checkpoint(
     fsync, rename it into place, publish it as latest, and keep the newest ``keep``."""
     if keep < 1:
         raise ValueError(f"keep: expected >= 1 checkpoints to keep, got {keep}")
-    root = Path(out_dir) / "checkpoints"
-    final = root / step_name(step)
-    tmp = root / f".tmp-{step_name(step)}"
+    tmp = pending_dir(out_dir, step)
+    root, final = tmp.parent, tmp.parent / step_name(step)
     meta = {**meta, "step": step, "format": 1, "torch": torch.__version__}
     torch.save(trainer_state, tmp / TRAINER_FILE)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -18,8 +18,8 @@ from f1kit.train.checkpoint import (
     Checkpoint,
     CheckpointError,
     begin_checkpoint,
+    pending_dir,
     publish_checkpoint,
-    step_name,
 )
 from f1kit.train.distributed import DistInfo, all_gather_objects, barrier, is_main
 from f1kit.train.evaluation import EvalTracker, PeriodicEval
@@ -100,7 +100,7 @@ def save_sharded_checkpoint(
     if is_main():
         begin_checkpoint(out_dir, step)
     barrier()
-    tmp = out_dir / "checkpoints" / f".tmp-{step_name(step)}"
+    tmp = pending_dir(out_dir, step)
     save_sharded(tmp / STATE_DIR, net, optimizer)
     if export and net is not model:
         copy_back(net, model)
