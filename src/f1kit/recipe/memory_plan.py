@@ -23,6 +23,7 @@ Checked against a measured CPU run (`tests/f1kit/recipe/test_memory_plan.py`); t
 omits allocator slack, the data pipeline, framework workspaces and the CUDA context (~0.5-1 GiB).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -69,12 +70,8 @@ class StagePlan:
         ]
 
 
-def _count(params: list[nn.Parameter]) -> int:
+def _count(params: Iterable[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
-
-
-def _unique(module: nn.Module) -> list[nn.Parameter]:
-    return list({id(p): p for p in module.parameters()}.values())
 
 
 def plan_recipe(recipe: Recipe, world_size: int = 1) -> list[StagePlan]:
@@ -95,7 +92,7 @@ def _stage_plan(
     model: F1, recipe: Recipe, stage: TrainStage, parallel: ParallelSettings, world: int
 ) -> StagePlan:
     model.set_trainable(stage.train)
-    params = _unique(model)
+    params = list(model.parameters())  # each shared parameter once
     trainable = [p for p in params if p.requires_grad]
     sharded = parallel.shards_over(world)
     shards = parallel.shards(world) if sharded else 1
@@ -107,7 +104,7 @@ def _stage_plan(
         parameters = 4 * ((n_all - n_whole) // shards + n_whole)
         gradients = 4 * n_train // shards
         optimizer = 8 * n_train // shards
-        sizes = [_count(_unique(u)) for u in shard_units(model)]
+        sizes = [_count(u.parameters()) for u in shard_units(model)]
         largest, compute = max(sizes, default=0), 2 if bf16 else 4
         # Resharding after forward keeps the unit in flight and the prefetched next one;
         # without it every unit stays gathered from its forward to its backward.
